@@ -1,0 +1,143 @@
+"""The one typed settings object for all of vf3d.
+
+Values come, highest priority first, from: keyword arguments, ``VF3D_*`` environment
+variables (sections use a double underscore: ``VF3D_S3__ENDPOINT``), a ``vf3d.toml`` file
+(path from ``VF3D_CONFIG``, else ``./vf3d.toml``; one TOML table per section), then the
+embedded defaults, which put everything under ``./.vf3d/`` and need no services.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from catalog.errors import SettingsError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class S3Settings(BaseModel):
+    """An S3-compatible object store (MinIO in production, any S3 server). Unset endpoint = local dir."""
+
+    endpoint: str = Field("", description="host:port of the S3 server; empty keeps objects on local disk")
+    bucket: str = Field("vf3d", description="bucket holding every vf3d object")
+    prefix: str = Field("", description="key prefix inside the bucket (lets several deployments share one)")
+    access_key: SecretStr = Field(SecretStr(""), description="S3 access key")
+    secret_key: SecretStr = Field(SecretStr(""), description="S3 secret key")
+    region: str = Field("us-east-1", description="S3 region")
+    secure: bool = Field(False, description="use https to reach the endpoint")
+
+
+class CatalogSettings(BaseModel):
+    """Where the DuckLake catalog keeps its metadata."""
+
+    metadata_dsn: str = Field(
+        "",
+        description="empty: a SQLite file under root; 'postgresql://user@host:port/db' for multi-writer fleets",
+    )
+    name: str = Field("vf3d", description="name the DuckLake catalog is attached as")
+
+
+class SqlSettings(BaseModel):
+    """Limits on curators' read-only SQL."""
+
+    row_limit: int = Field(10_000, ge=1, description="most rows one query returns")
+    timeout_s: float = Field(60.0, gt=0, description="a query running longer is interrupted")
+
+
+class QueueSettings(BaseModel):
+    """The durable prompt queue (SQLModel)."""
+
+    dsn: str = Field("", description="empty: a SQLite file under root; a SQLAlchemy/Postgres URL for fleets")
+    max_attempts: int = Field(3, ge=1, description="attempts before a prompt is dead-lettered")
+    lease_ttl_s: float = Field(600.0, gt=0, description="an unacknowledged lease returns to the queue after this")
+
+
+class ComputeSettings(BaseModel):
+    """Device and precision for every model (generator, scorers, LRM)."""
+
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="'auto' picks cuda when present")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="autocast dtype on GPU")
+    batch_size: int = Field(4, ge=1, description="default batch size for generation and scoring")
+    ray_address: str = Field("", description="empty: start a local Ray; 'auto' or 'ray://host:port' to join one")
+
+
+class Settings(BaseSettings):
+    """Effective vf3d settings. ``vf3d config`` prints them with secrets masked."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VF3D_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    root: Path = Field(Path(".vf3d"), description="home of every embedded-default file (objects, SQLite catalogs)")
+    s3: S3Settings = Field(default_factory=S3Settings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    sql: SqlSettings = Field(default_factory=SqlSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("VF3D_CONFIG", "vf3d.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+    @property
+    def uses_s3(self) -> bool:
+        return bool(self.s3.endpoint)
+
+    def masked(self) -> dict[str, Any]:
+        """Settings as plain data with every secret replaced by '***' (or '' when unset)."""
+        data = self.model_dump(mode="python")
+
+        def mask(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: mask(v) for k, v in value.items()}
+            if isinstance(value, SecretStr):
+                return "***" if value.get_secret_value() else ""
+            if isinstance(value, Path):
+                return str(value)
+            return value
+
+        masked = mask(data)
+        for section in ("catalog", "queue"):
+            masked[section] = {k: _mask_dsn(v) if k.endswith("dsn") else v for k, v in masked[section].items()}
+        return masked
+
+
+def _mask_dsn(dsn: str) -> str:
+    """Hide a password inside a DSN such as postgresql://user:pw@host/db."""
+    if "://" not in dsn or "@" not in dsn:
+        return dsn
+    scheme, rest = dsn.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}://{creds}@{host}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the effective settings; raises ``SettingsError`` with the offending setting named."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = "VF3D_" + "__".join(str(p).upper() for p in first["loc"])
+        raise SettingsError(f"setting {name}: {first['msg']} (got {first.get('input')!r})") from None

@@ -1,0 +1,40 @@
+"""The ``vf3d`` command: one sub-command group per user task.
+
+Library code never prints; these modules call it and render with rich. Heavy imports
+(torch, ray, duckdb) happen inside commands so ``vf3d --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from catalog.errors import Vf3dError
+from serve.cli import config_cmd
+from serve.cli.console import err_console
+
+app = typer.Typer(
+    name="vf3d",
+    help="vf3d: a data engine that turns a video diffusion model into 3D training data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """vf3d: a data engine that turns a video diffusion model into 3D training data."""
+
+
+app.command("config")(config_cmd.config)
+
+
+def main() -> None:
+    """Console-script entry point: vf3d errors become one red line and exit code 2."""
+    try:
+        app()
+    except Vf3dError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(2)
