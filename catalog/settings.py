@@ -34,6 +34,18 @@ class S3Settings(BaseModel):
     secure: bool = Field(False, description="use https to reach the endpoint")
 
 
+class StoreSettings(BaseModel):
+    """How vf3d talks to its object store (the local directory or the S3 server)."""
+
+    local_dir: Path | None = Field(None, description="directory of the local object store; empty: <root>/objects")
+    max_attempts: int = Field(5, ge=1, description="tries per S3 request on transient errors (backoff with jitter)")
+    backoff_s: float = Field(0.2, ge=0, description="first retry delay; doubles each retry, capped at 5 s, full jitter")
+    connect_timeout_s: float = Field(3.0, gt=0, description="TCP connect timeout to the S3 endpoint")
+    read_timeout_s: float = Field(120.0, gt=0, description="socket read timeout for S3 requests")
+    part_size_mb: int = Field(16, ge=5, le=5120, description="multipart part size for streamed uploads (MiB)")
+    parallel_uploads: int = Field(3, ge=1, description="parts uploaded at once per multipart upload")
+
+
 class CatalogSettings(BaseModel):
     """Where the DuckLake catalog keeps its metadata."""
 
@@ -80,6 +92,7 @@ class Settings(BaseSettings):
 
     root: Path = Field(Path(".vf3d"), description="home of every embedded-default file (objects, SQLite catalogs)")
     s3: S3Settings = Field(default_factory=S3Settings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     sql: SqlSettings = Field(default_factory=SqlSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
