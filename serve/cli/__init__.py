@@ -29,6 +29,8 @@ def _root() -> None:
 
 
 app.command("config")(config_cmd.config)
+from serve.cli import render_cmd  # noqa: E402
+app.command("render")(render_cmd.render)
 
 
 def main() -> None:
