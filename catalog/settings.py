@@ -80,6 +80,43 @@ class ComputeSettings(BaseModel):
     ray_address: str = Field("", description="empty: start a local Ray; 'auto' or 'ray://host:port' to join one")
 
 
+class FleetSettings(BaseModel):
+    """The generator fleet: Ray Serve replicas, batching, health, scaling, dispatch, quality gate."""
+
+    model: str = Field("pipeline", description="'pipeline' (the multi-view generator), 'standin' (fixed-latency fake), or 'module:factory'")
+    checkpoint: str = Field("", description="generator checkpoint dir or hub id; empty = the embedded default")
+    standin_latency_s: float = Field(0.05, ge=0, description="stand-in model: seconds per batch call (latency-bound, GIL released)")
+    replicas: int = Field(2, ge=0, description="fixed number of generator replicas (when autoscale is off)")
+    autoscale: bool = Field(False, description="scale replicas on prompt-queue depth between min_replicas and max_replicas")
+    min_replicas: int = Field(1, ge=0, description="autoscaling floor; 0 allows scale to zero when idle")
+    max_replicas: int = Field(8, ge=1, description="autoscaling ceiling")
+    prompts_per_replica: float = Field(16.0, gt=0, description="autoscaling target: pending prompts one replica should own")
+    upscale_delay_s: float = Field(30.0, ge=0, description="demand must persist this long before replicas are added")
+    downscale_delay_s: float = Field(300.0, ge=0, description="idle this long before replicas are removed (longer than a model load)")
+    downscale_to_zero_delay_s: float = Field(600.0, ge=0, description="idle this long before the last replica goes (min_replicas 0)")
+    autoscale_poll_s: float = Field(5.0, gt=0, description="how often the autoscaling policy reads the queue depth")
+    max_batch_size: int = Field(4, ge=1, description="@serve.batch: most samples in one generator call")
+    batch_wait_timeout_s: float = Field(0.1, ge=0, description="@serve.batch: wait this long for a batch to fill")
+    max_ongoing_requests: int = Field(0, ge=0, description="per replica; 0 = 2 x max_batch_size (must be >= max_batch_size)")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per generator replica")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per generator replica (1 on GPU nodes)")
+    dispatcher_num_cpus: float = Field(0.5, ge=0, description="CPUs reserved for the dispatcher (scoring, media, commits)")
+    stuck_timeout_s: float = Field(600.0, gt=0, description="a generation call running longer fails the replica's health check")
+    request_timeout_s: float = Field(900.0, gt=0, description="the dispatcher gives up on one request after this")
+    health_check_period_s: float = Field(10.0, gt=0, description="Serve health-check period for generator replicas")
+    request_retries: int = Field(2, ge=0, description="dispatcher retries of a request that failed for system reasons (replica died, timeout)")
+    lease_batch: int = Field(8, ge=1, description="prompts leased (and committed) together")
+    max_in_flight: int = Field(16, ge=1, description="sample requests in flight to the fleet (backpressure)")
+    quality_threshold: float = Field(0.5, ge=0, le=1, description="score_overall at or above = kept, below = rejected (both stored)")
+    seed: int = Field(0, description="base seed; per-sample seeds derive from it, the prompt id and the sample index")
+    num_views: int | None = Field(None, ge=1, description="views per sample; None = the checkpoint's default")
+    steps: int | None = Field(None, ge=1, description="denoising steps; None = the checkpoint's default")
+    guidance_scale: float | None = Field(None, ge=0, description="classifier-free guidance; None = the checkpoint's default")
+    commit_retry_s: float = Field(300.0, ge=0, description="keep retrying a failed catalog commit this long before giving the leases back")
+    poll_interval_s: float = Field(1.0, gt=0, description="dispatcher idle poll of an empty queue")
+    app_name: str = Field("vf3d-fleet", description="Ray Serve application name of the fleet")
+
+
 class Settings(BaseSettings):
     """Effective vf3d settings. ``vf3d config`` prints them with secrets masked."""
 
@@ -97,6 +134,7 @@ class Settings(BaseSettings):
     sql: SqlSettings = Field(default_factory=SqlSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
 
     @classmethod
     def settings_customise_sources(
