@@ -236,7 +236,8 @@ class S3Store(ObjectStore):
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._translate(what, exc, key) from None
 
-    def _translate(self, what: str, exc: BaseException, key: str | None = None) -> StoreError:
+    def _translate(self, what: str, exc: BaseException, key: str | None = None,
+                   attempts: int | None = None) -> StoreError:
         where = f"{self.base_uri} at {self.endpoint}"
         if isinstance(exc, S3Error):
             if exc.code in ("NoSuchKey", "NoSuchObject") and key is not None:
@@ -254,7 +255,7 @@ class S3Store(ObjectStore):
                 )
         if is_transient(exc):
             return StoreUnavailableError(
-                f"S3 endpoint {self.endpoint} unavailable during {what} after {self.retry.attempts} "
+                f"S3 endpoint {self.endpoint} unavailable during {what} after {attempts or self.retry.attempts} "
                 f"attempts ({_reason(exc)}); check VF3D_S3__ENDPOINT and that the server is up"
             )
         return StoreError(one_line(f"S3 {what} on {where} failed: {_reason(exc)}"))
@@ -397,29 +398,29 @@ class S3Store(ObjectStore):
         Fails fast: one short-timeout try plus one retry, never minutes of backoff.
         """
         quick = Retry(attempts=2, base_s=min(self.retry.base_s, 0.2), sleep=self.retry.sleep)
-        saved, self.retry = self.retry, quick
+
+        def fail(exc: BaseException) -> StoreError:
+            return self._translate("check", exc, attempts=quick.attempts)
+
         try:
+            exists = quick.call(lambda: self.client.bucket_exists(self.bucket), is_transient)
+        except S3Error as exc:
+            if exc.code not in ("AccessDenied", "Forbidden"):
+                raise fail(exc) from None
+            exists = None  # a HEAD answer has no error body: ask with a GET to learn why
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise fail(exc) from None
+        if exists is False:
+            raise fail(_no_such_bucket(self.bucket))
+        if exists is None:
             try:
-                exists = self.retry.call(lambda: self.client.bucket_exists(self.bucket), is_transient)
-            except S3Error as exc:
-                if exc.code not in ("AccessDenied", "Forbidden"):
-                    raise self._translate("check", exc) from None
-                exists = None  # HEAD carries no error body: ask with a GET to learn why
+                quick.call(
+                    lambda: next(iter(self.client.list_objects(self.bucket, prefix=self.prefix or None)), None),
+                    is_transient,
+                )
             except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-                raise self._translate("check", exc) from None
-            if exists is False:
-                raise self._translate("check", _no_such_bucket(self.bucket)) from None
-            self._bucket_seen = bool(exists)
-            if exists is None:
-                try:
-                    self.retry.call(
-                        lambda: next(iter(self.client.list_objects(self.bucket, prefix=self.prefix or None)), None),
-                        is_transient,
-                    )
-                except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-                    raise self._translate("check", exc) from None
-        finally:
-            self.retry = saved
+                raise fail(exc) from None
+        self._bucket_seen = True
 
     def ensure_bucket(self) -> None:
         """Create the bucket when missing (only ever on explicit request)."""
