@@ -67,7 +67,7 @@ def bucket(request):
     return "vf3d-t-" + uuid.uuid4().hex[:12]
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def store(request, tmp_path, bucket) -> ObjectStore:
     if request.param == "local":
         yield open_store(load_settings(root=tmp_path / "root"), check=True)
