@@ -179,7 +179,3 @@ def sample_media(frames: np.ndarray, extrinsics: np.ndarray, intrinsics: np.ndar
         SHEET_NAME: contact_sheet(frames),
     }
 
-
-def media_key(sample_id: str, name: str) -> str:
-    """Object key of one media object of a sample."""
-    return f"samples/{sample_id[:2]}/{sample_id}/{name}"
