@@ -150,7 +150,7 @@ class Catalog:
             _check_postgres(settings.catalog.metadata_dsn)
         name = settings.catalog.name
         path = data_path(store)
-        conn = duck.connect()
+        conn = duck.connect(duck.extensions_for(settings))
         try:
             if settings.uses_s3:
                 conn.execute(duckdb_secret_sql(settings))
@@ -190,14 +190,16 @@ class Catalog:
         *,
         run_id: str | None = None,
         _fault: Callable[[], None] | None = None,
-        attempts: int = 20,
+        _race: Callable[[], None] | None = None,
+        attempts: int = 8,
     ) -> CommitResult:
         """Upload the samples' media, then insert rows + the ``batches`` row in one transaction.
 
         A batch id already committed is a no-op (``added=0``), also when two processes commit
         the same id at once: every commit updates the ``commit_lock`` row, so concurrent
         commits conflict in DuckLake and the loser re-checks ``batches`` before retrying.
-        ``_fault`` (tests) runs after the uploads and before the transaction.
+        Test hooks: ``_fault`` runs after the uploads and before the transaction; ``_race`` runs
+        inside the transaction after the batch-id check (to commit a rival in between).
         """
         if not batch_id:
             raise CatalogError("commit_batch needs a non-empty batch_id (e.g. a hash of the leased prompt ids)")
@@ -232,6 +234,8 @@ class Catalog:
                 conn.execute(
                     "UPDATE commit_lock SET commits = commits + 1, last_batch = ? WHERE id = 1", [batch_id]
                 )
+                if _race is not None:
+                    _race()
                 conn.register("_vf3d_batch", table)
                 conn.execute(f"INSERT INTO samples ({cols}) SELECT {cols} FROM _vf3d_batch")
                 conn.execute(

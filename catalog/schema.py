@@ -167,6 +167,8 @@ def apply_migrations(conn, attempts: int = 8) -> list[int]:
                 for sql in statements:
                     conn.execute(sql)
                 conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (?, ?, now())", [version, name])
+                db = conn.execute("SELECT current_database()").fetchone()[0].replace("'", "''")
+                conn.execute(f"CALL ducklake_set_commit_message('{db}', 'vf3d', ?)", [f"migration {version}: {name}"])
                 conn.execute("COMMIT")
                 applied.append(version)
                 break

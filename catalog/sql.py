@@ -149,7 +149,7 @@ class ReadOnlySession:
         name = self.settings.catalog.name
         target = _target(self.settings)
         q = lambda s: str(s).replace("'", "''")  # noqa: E731
-        conn = duck.connect()
+        conn = duck.connect(duck.extensions_for(self.settings))
         try:
             if target.secret:
                 conn.execute(target.secret)

@@ -31,6 +31,9 @@ def _root() -> None:
 app.command("config")(config_cmd.config)
 from serve.cli import render_cmd  # noqa: E402
 app.command("render")(render_cmd.render)
+from serve.cli import catalog_cmds, sql_cmd  # noqa: E402
+app.add_typer(catalog_cmds.app, name="catalog")
+app.command("sql")(sql_cmd.sql)
 
 
 def main() -> None:
