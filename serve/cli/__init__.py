@@ -34,8 +34,6 @@ app.command("render")(render_cmd.render)
 from serve.cli import catalog_cmds, sql_cmd  # noqa: E402
 app.add_typer(catalog_cmds.app, name="catalog")
 app.command("sql")(sql_cmd.sql)
-from serve.cli import fleet_cmds  # noqa: E402
-app.add_typer(fleet_cmds.app, name="fleet")
 from serve.cli import prompts_cmds; app.add_typer(prompts_cmds.app, name="prompts")  # noqa: E402, E702
 from serve.cli import queue_cmds; app.add_typer(queue_cmds.app, name="queue")  # noqa: E402, E702
 
