@@ -222,8 +222,28 @@ class Catalog:
         nbytes = self._upload(uploads)
         if _fault is not None:
             _fault()
-        table = rows_to_arrow(rows)
+        return self.commit_table(
+            batch_id, rows_to_arrow(rows), run_id=run_id, now=now, objects=len(uploads), nbytes=nbytes,
+            _race=_race, attempts=attempts,
+        )
+
+    def commit_table(
+        self,
+        batch_id: str,
+        table,
+        *,
+        run_id: str | None = None,
+        now: datetime | None = None,
+        objects: int = 0,
+        nbytes: int = 0,
+        _race: Callable[[], None] | None = None,
+        attempts: int = 8,
+    ) -> CommitResult:
+        """The transaction half of ``commit_batch`` for rows already in Arrow (samples schema,
+        ``batch_id``/``created_at`` filled, media already uploaded): bulk loaders and benchmarks."""
+        now = now or utcnow()
         cols = ", ".join(schema.SAMPLE_COLUMNS)
+        n = table.num_rows
         for attempt in range(attempts):
             conn = self.conn
             try:
@@ -238,17 +258,15 @@ class Catalog:
                     _race()
                 conn.register("_vf3d_batch", table)
                 conn.execute(f"INSERT INTO samples ({cols}) SELECT {cols} FROM _vf3d_batch")
-                conn.execute(
-                    "INSERT INTO batches VALUES (?, ?, ?, ?)", [batch_id, len(rows), run_id, now]
-                )
+                conn.execute("INSERT INTO batches VALUES (?, ?, ?, ?)", [batch_id, n, run_id, now])
                 conn.execute(
                     f"CALL ducklake_set_commit_message('{_q(self.name)}', ?, ?)",
-                    [socket.gethostname(), f"batch {batch_id}: {len(rows)} samples"],
+                    [socket.gethostname(), f"batch {batch_id}: {n} samples"],
                 )
                 conn.execute("COMMIT")
                 conn.unregister("_vf3d_batch")
                 snap = conn.execute(f"SELECT id FROM ducklake_last_committed_snapshot('{_q(self.name)}')").fetchone()
-                return CommitResult(batch_id, len(rows), snap[0] if snap else None, len(uploads), nbytes)
+                return CommitResult(batch_id, n, snap[0] if snap else None, objects, nbytes)
             except Exception as exc:
                 schema._rollback(conn)
                 try:
@@ -329,7 +347,7 @@ class Catalog:
 
     def read(self, sql: str, params: list | None = None):
         """Run trusted (vf3d's own) SQL on the writer connection -> pyarrow Table."""
-        return self.conn.execute(sql, params or []).fetch_arrow_table()
+        return self.conn.execute(sql, params or []).to_arrow_table()
 
     def query(self, sql: str, snapshot: int | None = None, limit: int | None = None, timeout_s: float | None = None):
         """Curators' read-only SQL (see ``catalog.sql.run_readonly``) -> pyarrow Table."""
