@@ -117,6 +117,18 @@ class FleetSettings(BaseModel):
     app_name: str = Field("vf3d-fleet", description="Ray Serve application name of the fleet")
 
 
+class QualitySettings(BaseModel):
+    """Quality scoring of generated orbits (engine.quality)."""
+
+    clip_model_path: str = Field(
+        "", description="folder of a transformers CLIP model for CLIPScore; empty = no CLIP score (stored as NULL)"
+    )
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"consistency": 0.35, "framing": 0.2, "sharpness": 0.2, "prompt_color": 0.15, "clip": 0.1},
+        description="weights of the overall score (a weighted mean of the available scores)",
+    )
+
+
 class Settings(BaseSettings):
     """Effective vf3d settings. ``vf3d config`` prints them with secrets masked."""
 
@@ -135,6 +147,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -8,7 +8,8 @@ colour is still classified as itself by :func:`classify_rgb`.
 Classification is hue-based (HSV), with achromatic colours decided first:
 
 * value < 0.16 -> black
-* saturation < 0.2 (or < 0.28 when dim): value >= 0.82 -> white, else grey
+* saturation < 0.2 (or < 0.28 when dim): value >= 0.56 -> white, else grey (a lit white surface
+  keeps v >= 0.56 under the renderer's lights, a grey one stays below)
 * otherwise by hue (degrees): red [345, 12), orange [12, 42), yellow [42, 70),
   green [70, 170), blue [170, 258), purple [258, 290), pink [290, 345);
   a red/purple-hued pixel with saturation < 0.55 and value > 0.6 is pink;
@@ -37,7 +38,7 @@ PALETTE: dict[str, tuple[float, float, float]] = {
     "white": (0.97, 0.97, 0.97),
     "black": (0.09, 0.09, 0.09),
     "brown": (0.44, 0.25, 0.10),
-    "grey": (0.55, 0.55, 0.55),
+    "grey": (0.50, 0.50, 0.50),
 }
 
 CHROMATIC = ("red", "orange", "yellow", "green", "blue", "purple", "pink")
@@ -92,7 +93,7 @@ def classify_rgb(rgb: np.ndarray) -> np.ndarray:
     warm = (out == color_index("orange")) | ((out == color_index("yellow")) & (h < 50.0))
     out = np.where(warm & (v < 0.47), color_index("brown"), out)
     achrom = (s < 0.2) | ((s < 0.28) & (v < 0.5))
-    out = np.where(achrom, np.where(v >= 0.82, color_index("white"), color_index("grey")), out)
+    out = np.where(achrom, np.where(v >= 0.56, color_index("white"), color_index("grey")), out)
     out = np.where(v < 0.16, color_index("black"), out)
     return out
 

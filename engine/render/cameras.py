@@ -20,8 +20,8 @@ Convention (used by the renderer, the multi-view generator, the catalog and the 
   azimuth grows counter-clockwise seen from above (towards +Y). Every camera looks at the
   origin with world +Z projecting to image "up", so the origin projects to the image centre.
 
-Defaults (radius 3.0, vertical FOV 40 deg) keep the whole unit sphere inside the frame: its
-angular radius asin(1/3) = 19.5 deg < 20 deg.
+Defaults (radius 3.2, vertical FOV 40 deg) keep the whole unit sphere inside the frame with a
+small margin: its angular radius asin(1/3.2) = 18.2 deg < 20 deg.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_RADIUS = 3.0
+DEFAULT_RADIUS = 3.2
 DEFAULT_FOV_DEG = 40.0
 DEFAULT_VIEWS = 16
 ELEVATION_RANGE_DEG = (0.0, 45.0)
