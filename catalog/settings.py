@@ -184,6 +184,22 @@ class Settings(BaseSettings):
         return masked
 
 
+def settings_reference() -> list[tuple[str, str, str]]:
+    """(env var, default, description) for every setting, in declaration order (for docs)."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for sub, sub_field in annotation.model_fields.items():
+                default = sub_field.get_default(call_default_factory=True)
+                if isinstance(default, SecretStr):
+                    default = ""
+                rows.append((f"VF3D_{name.upper()}__{sub.upper()}", repr(default), sub_field.description or ""))
+        else:
+            rows.append((f"VF3D_{name.upper()}", repr(str(field.get_default(call_default_factory=True))), field.description or ""))
+    return rows
+
+
 def _mask_dsn(dsn: str) -> str:
     """Hide a password inside a DSN such as postgresql://user:pw@host/db."""
     if "://" not in dsn or "@" not in dsn:

@@ -52,3 +52,17 @@ def test_cli_bad_setting_is_one_line(monkeypatch):
     proc = subprocess.run([sys.executable, "-c", "from serve.cli import main; main()", "config"], env=env, capture_output=True, text=True)
     assert proc.returncode == 2
     assert "VF3D_COMPUTE__DEVICE" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_reference_lists_every_setting_with_a_meaning():
+    from catalog.settings import Settings
+
+    result = CliRunner().invoke(app, ["config", "--reference"])
+    assert result.exit_code == 0, result.output
+    lines = [l for l in result.output.splitlines() if l.startswith("| `VF3D_")]
+    n_fields = sum(
+        len(f.annotation.model_fields) if hasattr(f.annotation, "model_fields") else 1 for f in Settings.model_fields.values()
+    )
+    assert len(lines) == n_fields
+    assert all(not l.rstrip().endswith("|  |") for l in lines), "every setting needs a description"
+    assert any("VF3D_S3__ENDPOINT" in l for l in lines)

@@ -11,8 +11,18 @@ from catalog.settings import load_settings
 from serve.cli.console import console
 
 
-def config(as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table")) -> None:
+def config(
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    reference: bool = typer.Option(False, "--reference", help="print every setting with its default and meaning (Markdown)"),
+) -> None:
     """Print the effective settings (env VF3D_*, vf3d.toml, defaults) with secrets masked."""
+    if reference:
+        from catalog.settings import settings_reference
+
+        typer.echo("| env var | default | meaning |\n|---|---|---|")
+        for env, default, doc in settings_reference():
+            typer.echo(f"| `{env}` | `{default}` | {doc.replace('|', '/')} |")
+        return
     masked = load_settings().masked()
     if as_json:
         console.print_json(json.dumps(masked))
