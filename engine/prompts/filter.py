@@ -250,20 +250,19 @@ class PromptFilter:
     def classify_iter(self, texts: Iterable[str], min_multiprocess: int = 0) -> Iterator[FilterResult]:
         """Stream results in input order; the regex stage skips the parser for rejected captions."""
         rules = self.rules
-        pre: list[tuple[str, str]] = []
+        pre: dict[int, tuple[str, str]] = {}  # only the items in flight inside nlp.pipe
 
         def staged() -> Iterator[tuple[str, int]]:
             for i, text in enumerate(texts):
                 reason = precheck(text, rules)
                 core = core_text(text, rules) if not reason else ""
-                pre.append((reason, core))
+                pre[i] = (reason, core)
                 yield (core if not reason else ""), i
 
         n_proc = self.n_process
         docs = self.nlp.pipe(staged(), as_tuples=True, batch_size=self.batch_size, n_process=n_proc)
         for doc, i in docs:
-            reason, core = pre[i]
-            pre[i] = ("", "")  # free as we go
+            reason, core = pre.pop(i)
             if reason:
                 yield FilterResult("rejected", reason, core=core)
                 continue

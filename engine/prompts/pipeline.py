@@ -86,15 +86,13 @@ def _append(cols: dict[str, list], rec: RawRecord, name: str, fi: int) -> None:
     cols["file_index"].append(fi)
 
 
-def file_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
-    """Ray ``flat_map``: one file → its rows (same columns as ``read_chunks``)."""
+def file_rows(item: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Ray ``flat_map``: one file → its rows (same columns as ``read_chunks``), streamed."""
     src = check_source(item["path"], item.get("field") or None, item.get("column") or None)
-    out = []
     for rec in iter_records(src):
         cols: dict[str, list] = collections.defaultdict(list)
         _append(cols, rec, item["source"], int(item["file_index"]))
-        out.append({k: v[0] for k, v in cols.items()})
-    return out
+        yield {k: v[0] for k, v in cols.items()}
 
 
 def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
@@ -122,9 +120,15 @@ def run_local(sources: Sequence[Source], names: Sequence[str], n_process: int = 
         return
     import multiprocessing as mp
 
+    import itertools
+
     with mp.get_context("spawn").Pool(n_process) as pool:
-        for out in pool.imap(process_chunk, chunks):
-            yield embed_batch(out)
+        while True:  # bounded windows: Pool.imap would otherwise read the whole input ahead
+            window = list(itertools.islice(chunks, 2 * n_process))
+            if not window:
+                return
+            for out in pool.imap(process_chunk, window):
+                yield embed_batch(out)
 
 
 def run_ray(sources: Sequence[Source], names: Sequence[str], chunk: int = CHUNK, address: str = "") -> Iterator[dict[str, Any]]:
