@@ -112,3 +112,18 @@ def test_rival_commit_inside_transaction_conflicts(tmp_path, pg_dsn):
         assert rival_results[0] == 10 and res.added == 0
         assert ours.read("SELECT count(*) FROM samples").column(0)[0].as_py() == 10
         assert ours.read("SELECT count(*) FROM batches").column(0)[0].as_py() == 1
+
+
+@pytest.mark.s3
+def test_bad_s3_settings_one_line(tmp_path, s3_server):
+    """Unreachable endpoint / wrong credentials: one-line Vf3dError naming the setting, no traceback text."""
+    bad = [
+        ({"endpoint": "127.0.0.1:1", "access_key": "a", "secret_key": "b"}, "VF3D_S3__ENDPOINT"),
+        ({"endpoint": s3_server.endpoint, "access_key": s3_server.access_key, "secret_key": "wrong"}, "VF3D_S3__"),
+    ]
+    from catalog.settings import load_settings
+
+    for s3, setting in bad:
+        with pytest.raises(Vf3dError) as info:
+            Catalog.open(load_settings(root=tmp_path, s3=s3))
+        assert setting in str(info.value) and "\n" not in str(info.value)
