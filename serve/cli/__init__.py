@@ -37,6 +37,8 @@ app.command("sql")(sql_cmd.sql)
 from serve.cli import prompts_cmds; app.add_typer(prompts_cmds.app, name="prompts")  # noqa: E402, E702
 from serve.cli import queue_cmds; app.add_typer(queue_cmds.app, name="queue")  # noqa: E402, E702
 
+from serve.cli import fleet_cmds  # noqa: E402
+app.add_typer(fleet_cmds.app, name="fleet")
 
 def main() -> None:
     """Console-script entry point: vf3d errors become one red line and exit code 2."""

@@ -53,11 +53,12 @@ def start_local_ray(settings: Any, num_cpus: int | None = None, timeout_s: float
     cpus = int(num_cpus or os.cpu_count() or 1)
     ray_bin = Path(sys.executable).parent / "ray"
     cmd = [
-        str(ray_bin) if ray_bin.exists() else "ray", "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+        str(ray_bin) if ray_bin.exists() else "ray", "start", "--head", f"--port={port}",
         f"--num-cpus={cpus}", "--include-dashboard=false", "--disable-usage-stats", "--block",
     ]
+    token = _auth_env(settings, create=True)
     log = open(state.parent / "ray-head.log", "ab")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **token})
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -73,6 +74,20 @@ def start_local_ray(settings: Any, num_cpus: int | None = None, timeout_s: float
         raise FleetError(f"local Ray did not answer on {address} within {timeout_s:.0f}s; see {state.parent / 'ray-head.log'}")
     state.write_text(json.dumps({"address": address, "pid": proc.pid, "started": time.time()}))
     return address
+
+
+def _auth_env(settings: Any, create: bool = False) -> dict[str, str]:
+    """Ray token auth for the local Ray this CLI starts: a token file of its own under root."""
+    path = _state_file(settings).parent / "auth_token"
+    if create and not path.exists():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    if not path.exists():
+        return {}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
 
 
 def local_ray(settings: Any) -> dict[str, Any] | None:
@@ -110,10 +125,8 @@ def stop_local_ray(settings: Any, timeout_s: float = 30.0) -> bool:
 
 def connect(settings: Any, address: str | None = None, *, start: bool = True) -> str:
     """``ray.init`` to the fleet's cluster (see the module docstring); returns the address used."""
-    import ray
-
     address = address if address is not None else (settings.compute.ray_address or "")
-    if ray.is_initialized():
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         return address or "current"
     if not address:
         info = local_ray(settings)
@@ -123,13 +136,22 @@ def connect(settings: Any, address: str | None = None, *, start: bool = True) ->
             address = start_local_ray(settings)
         else:
             raise FleetError("no fleet is running here (no local Ray recorded); start one with `vf3d fleet up`")
+        # token auth of our own local Ray; set before Ray's C++ config is loaded
+        os.environ.update(_auth_env(settings))
+        if "ray" in sys.modules:
+            from ray._raylet import Config
+
+            Config.initialize("")
+    import ray
+
     try:
         ray.init(address=address, namespace=RAY_NAMESPACE, logging_level="WARNING", log_to_driver=False)
     except Exception as err:  # noqa: BLE001
         raise FleetError(
             f"cannot connect to Ray at {address!r}: {type(err).__name__}: {err}. "
             "Pass --address auto (this machine's cluster), host:port or ray://host:10001, "
-            "or leave it empty to start a local Ray"
+            "or leave it empty to start a local Ray (a cluster with token auth needs RAY_AUTH_MODE=token "
+            "and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN_PATH)"
         ) from None
     return address
 
@@ -167,7 +189,10 @@ def wait_running(app_name: str, timeout_s: float = 300.0, want_replicas: int | N
         if app is not None and "DEPLOY_FAILED" in str(app.status):
             raise FleetError(f"fleet app {app_name!r} failed to deploy: {app.message}")
         time.sleep(0.25)
-    msg = getattr(last, "message", "") if last is not None else "not deployed"
+    msg = "not deployed"
+    if last is not None:
+        parts = [getattr(last, "message", "")] + [f"{n}: {d.message}" for n, d in last.deployments.items() if d.message]
+        msg = "; ".join(p for p in parts if p) or str(last.status)
     raise FleetError(f"fleet app {app_name!r} not running after {timeout_s:.0f}s ({msg}); see `vf3d fleet status`")
 
 
