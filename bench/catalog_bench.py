@@ -105,7 +105,7 @@ def ingest(settings, rows: int, batch: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     gen_s = commit_s = 0.0
     commits = 0
-    with Catalog.open(settings) as cat:
+    with Catalog.open(settings, create_bucket=True) as cat:
         for start in range(0, rows, batch):
             t = time.perf_counter()
             table = make_batch(start, min(batch, rows - start), rng)

@@ -137,14 +137,18 @@ class Catalog:
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def open(cls, settings=None, *, migrate: bool = True, read_only: bool = False) -> "Catalog":
-        """Attach the catalog (creating it on first use) and apply missing migrations."""
+    def open(cls, settings=None, *, migrate: bool = True, read_only: bool = False, create_bucket: bool = False) -> "Catalog":
+        """Attach the catalog (creating its tables on first use) and apply missing migrations.
+
+        A missing S3 bucket is an error naming VF3D_S3__BUCKET (a typo must not silently start
+        an empty catalog elsewhere); ``create_bucket=True`` — ``vf3d catalog init`` — creates it.
+        """
         from catalog import duck
         from catalog.settings import load_settings
         from catalog.store import duckdb_secret_sql, open_store
 
         settings = settings or load_settings()
-        store = open_store(settings, create=not read_only, check=settings.uses_s3)
+        store = open_store(settings, create=create_bucket and not read_only, check=settings.uses_s3)
         target, metadata = metadata_target(settings)
         if settings.catalog.metadata_dsn:
             _check_postgres(settings.catalog.metadata_dsn)

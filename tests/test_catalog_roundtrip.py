@@ -31,7 +31,9 @@ def setup(request, tmp_path, monkeypatch):
     dsn = request.getfixturevalue("pg_dsn")
     prefix = "rt-" + uuid.uuid4().hex[:8]
     setup_env(monkeypatch, tmp_path / "root", server, prefix, dsn)
-    return settings_for(tmp_path / "root", server, prefix, dsn), request.param
+    settings = settings_for(tmp_path / "root", server, prefix, dsn)
+    Catalog.open(settings, create_bucket=True).close()  # what `vf3d catalog init` does
+    return settings, request.param
 
 
 @pytest.mark.slow

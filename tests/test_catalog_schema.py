@@ -120,6 +120,8 @@ def test_bad_s3_settings_one_line(tmp_path, s3_server):
     bad = [
         ({"endpoint": "127.0.0.1:1", "access_key": "a", "secret_key": "b"}, "VF3D_S3__ENDPOINT"),
         ({"endpoint": s3_server.endpoint, "access_key": s3_server.access_key, "secret_key": "wrong"}, "VF3D_S3__"),
+        ({"endpoint": s3_server.endpoint, "access_key": s3_server.access_key, "secret_key": s3_server.secret_key,
+          "bucket": "no-such-bucket-vf3d"}, "VF3D_S3__BUCKET"),
     ]
     from catalog.settings import load_settings
 

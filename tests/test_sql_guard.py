@@ -148,7 +148,7 @@ def test_secrets_stay_redacted(lake):
 def test_s3_secret_scoped_to_catalog(s3_server, tmp_path):
     """On S3 the read connection's secret covers only <prefix>/catalog/: media objects stay unreadable."""
     settings = settings_for(tmp_path, s3_server, prefix="guard")
-    with Catalog.open(settings) as cat:
+    with Catalog.open(settings, create_bucket=True) as cat:
         cat.commit_batch("b0", synthetic_batch(0, n=5))
     assert run_readonly(settings, "SELECT count(*) AS n FROM samples").column("n")[0].as_py() == 5
     for sql in ["SELECT * FROM read_blob('s3://vf3dtest/guard/samples/*/*/views.npz')",

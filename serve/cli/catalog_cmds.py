@@ -11,11 +11,11 @@ app = typer.Typer(help="The sample catalog (DuckLake): create it, inspect it, co
                   no_args_is_help=True)
 
 
-def _open():
+def _open(create_bucket: bool = False):
     from catalog.ducklake import Catalog
     from catalog.settings import load_settings
 
-    return Catalog.open(load_settings())
+    return Catalog.open(load_settings(), create_bucket=create_bucket)
 
 
 def _size(n: int) -> str:
@@ -34,8 +34,8 @@ def _changes(changes: dict | None) -> str:
 
 @app.command()
 def init() -> None:
-    """Create the catalog (or open it) and apply any missing schema migrations."""
-    with _open() as cat:
+    """Create the catalog (and its S3 bucket) or open it, and apply any missing schema migrations."""
+    with _open(create_bucket=True) as cat:
         console.print(f"catalog ready: metadata [bold]{cat.metadata}[/], data [bold]{cat.data_path}[/], "
                       f"schema version {cat.schema_version}, snapshot {cat.current_snapshot()}")
 
