@@ -11,7 +11,7 @@ import sys
 import typer
 
 from catalog.errors import Vf3dError
-from serve.cli import config_cmd
+from serve.cli import catalog_cmds, config_cmd, fleet_cmds, prompts_cmds, queue_cmds, render_cmd, sql_cmd
 from serve.cli.console import err_console
 
 app = typer.Typer(
@@ -29,21 +29,18 @@ def _root() -> None:
 
 
 app.command("config")(config_cmd.config)
-from serve.cli import render_cmd  # noqa: E402
-app.command("render")(render_cmd.render)
-from serve.cli import catalog_cmds, sql_cmd  # noqa: E402
-app.add_typer(catalog_cmds.app, name="catalog")
 app.command("sql")(sql_cmd.sql)
-from serve.cli import prompts_cmds; app.add_typer(prompts_cmds.app, name="prompts")  # noqa: E402, E702
-from serve.cli import queue_cmds; app.add_typer(queue_cmds.app, name="queue")  # noqa: E402, E702
-
-from serve.cli import fleet_cmds  # noqa: E402
+app.command("render")(render_cmd.render)
+app.add_typer(catalog_cmds.app, name="catalog")
+app.add_typer(prompts_cmds.app, name="prompts")
+app.add_typer(queue_cmds.app, name="queue")
 app.add_typer(fleet_cmds.app, name="fleet")
+
 
 def main() -> None:
     """Console-script entry point: vf3d errors become one red line and exit code 2."""
     try:
         app()
     except Vf3dError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)
