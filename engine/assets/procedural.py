@@ -344,7 +344,7 @@ def t_ice_cream(d: _Draw):
     h = d.u(0.8, 1.0)
     cone_part = at(cone(0.25, h, _mat("orange", 0.0)), (0, 0, h), (180, 0, 0))
     scoop = at(sphere(0.3, d.material(c, 0.15)), (0, 0, h + 0.15))
-    return [cone_part, scoop], _article(f"ice cream cone with {_article(f'{c} scoop')}"), (c, "orange")
+    return [cone_part, scoop], _article(f"ice cream cone with {_article(f'{c} scoop')}"), (c,)
 
 
 def t_pawn(d: _Draw):

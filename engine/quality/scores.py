@@ -9,7 +9,7 @@ Scores and what they mean
 consistency
     Does the sample look like one object seen along a smooth circular orbit?
     ``(0.6 order + 0.2 silhouette + 0.2 colour) * motion``. With ``D(i, j) = 1 - SSIM``
-    (torchmetrics, grey, <= 64 px): *order* = 2 p - 1 (clamped) where p is how often, for each
+    (torchmetrics, grey, area-downsampled to <= 32 px): *order* = 2 p - 1 (clamped) where p is how often, for each
     view v, both ``D(v-1, v)`` and ``D(v, v+1)`` are below ``D(v-1, v+1)`` — true along a smooth
     orbit (also for cube-like symmetric objects), true half the time for shuffled views, false for
     frozen (identical) views; the wrap-around triples make it check loop closure last -> first too.
@@ -131,13 +131,13 @@ def _pair_d(img: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor
     return (1.0 - s).reshape(b, len(i)).clamp_min(0.0)
 
 
-def consistency_scores(f: torch.Tensor, fg: torch.Tensor) -> dict[str, torch.Tensor]:
+def consistency_scores(f: torch.Tensor, fg: torch.Tensor, hist: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     b, v = f.shape[:2]
     if v < 3:
         one = torch.ones(b)
         return {"consistency": one, "smooth": one, "even": one, "silhouette": one, "colour_stability": one,
                 "motion": one, "loop_closure": one}
-    g = _resize_grey(_grey(f).flatten(0, 1), 64)
+    g = _resize_grey(_grey(f).flatten(0, 1), 32)
     img = g.reshape(b, v, *g.shape[1:])
     idx = torch.arange(v)
     d_adj = _pair_d(img, idx, (idx + 1) % v)  # includes the loop closure pair (V-1 -> 0)
@@ -157,7 +157,7 @@ def consistency_scores(f: torch.Tensor, fg: torch.Tensor) -> dict[str, torch.Ten
     area = fg.mean(dim=(2, 3))  # [B, V]
     d_area = (area - area.roll(-1, 1)).abs().mean(1) / (area.mean(1) + 1e-4)
     sil = _clamp01(1.0 - d_area / 0.5)
-    hist = _palette_hist(f, fg)  # [B, V, C]
+    hist = _palette_hist(f, fg) if hist is None else hist  # [B, V, C]
     tv = 0.5 * (hist - hist.roll(-1, 1)).abs().sum(-1).mean(1)
     col = _clamp01(1.0 - tv / 0.5)
     cons = (0.6 * order + 0.2 * sil + 0.2 * col) * motion
@@ -225,8 +225,9 @@ def sharpness_scores(f: torch.Tensor, fg: torch.Tensor) -> dict[str, torch.Tenso
             "noise_sigma": sigma.reshape(b, v).mean(1), "edge_ratio": ratio.reshape(b, v).mean(1)}
 
 
-def prompt_color_scores(f: torch.Tensor, fg: torch.Tensor, prompts: Sequence[str]) -> list[float | None]:
-    hist = _palette_hist(f, fg)  # [B, V, C]
+def prompt_color_scores(f: torch.Tensor, fg: torch.Tensor, prompts: Sequence[str],
+                        hist: torch.Tensor | None = None) -> list[float | None]:
+    hist = _palette_hist(f, fg) if hist is None else hist  # [B, V, C]
     weights = fg.mean(dim=(2, 3))  # views weighted by foreground size
     agg = (hist * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp_min(1e-6)
     out: list[float | None] = []
@@ -316,8 +317,9 @@ class QualityScorer:
         if len(prompts) != f.shape[0]:
             raise ValueError(f"score_batch needs one prompt per sample: {f.shape[0]} samples, {len(prompts)} prompts")
         w = {**self.weights, **(weights or {})}
-        parts = {**consistency_scores(f, fg), **framing_scores(f, fg, has_alpha), **sharpness_scores(f, fg)}
-        colour = prompt_color_scores(f, fg, prompts)
+        hist = _palette_hist(f, fg)
+        parts = {**consistency_scores(f, fg, hist), **framing_scores(f, fg, has_alpha), **sharpness_scores(f, fg)}
+        colour = prompt_color_scores(f, fg, prompts, hist)
         clip = self.clip_scores(f, prompts)
         out = []
         for i in range(f.shape[0]):
