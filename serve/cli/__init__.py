@@ -11,7 +11,7 @@ import sys
 import typer
 
 from catalog.errors import Vf3dError
-from serve.cli import catalog_cmds, config_cmd, fleet_cmds, prompts_cmds, queue_cmds, render_cmd, sql_cmd
+from serve.cli import catalog_cmds, config_cmd, fleet_cmds, generate_cmd, mv_cmds, prompts_cmds, queue_cmds, render_cmd, sql_cmd
 from serve.cli.console import err_console
 
 app = typer.Typer(
@@ -35,6 +35,8 @@ app.add_typer(catalog_cmds.app, name="catalog")
 app.add_typer(prompts_cmds.app, name="prompts")
 app.add_typer(queue_cmds.app, name="queue")
 app.add_typer(fleet_cmds.app, name="fleet")
+app.add_typer(mv_cmds.app, name="mv")
+app.command("generate")(generate_cmd.generate)
 
 
 def main() -> None:
