@@ -270,3 +270,28 @@ def test_health_check_fails_while_a_generation_call_is_stuck(ray_local, tmp_path
         assert handle.info.remote().result(timeout_s=60)["running_for_s"] == 0.0
     finally:
         serve.delete("stuck-test")
+
+
+def test_fleet_with_the_real_pipeline(ray_local, tmp_path, pg_dsn):
+    """The diffusers multi-view pipeline behind the fleet (loaded once per replica, batched calls).
+
+    Uses a checkpoint of the default architecture saved by ``MultiViewVideoPipeline.from_config``
+    (fresh weights; throughput and code path are the default model's), 2 denoising steps.
+    """
+    from engine.mvgen import MultiViewConfig, MultiViewVideoPipeline
+
+    ckpt = tmp_path / "mv-checkpoint"
+    MultiViewVideoPipeline.from_config(MultiViewConfig(), seed=0).save_pretrained(ckpt)
+    expected_id = MultiViewVideoPipeline.from_pretrained(ckpt, device="cpu").checkpoint_id
+    settings = fleet_settings(tmp_path, pg_dsn, model="pipeline", checkpoint=str(ckpt), steps=2, replicas=1,
+                              num_cpus=1.0, max_batch_size=4, lease_batch=4, max_in_flight=8, quality_threshold=0.0)
+    run_id, queue, stats, final = run_fleet(settings, 6, 2, timeout_s=240)
+    assert stats["done"] == 6 and stats["dead"] == 0
+    got = check_catalog(settings, 6, 2)
+    from catalog.ducklake import Catalog
+
+    with Catalog.open(settings) as cat:
+        rows = cat.read("SELECT DISTINCT checkpoint_id, sampler, steps FROM samples").to_pylist()
+    assert rows == [{"checkpoint_id": expected_id, "sampler": rows[0]["sampler"], "steps": 2}]
+    assert rows[0]["sampler"] and rows[0]["sampler"] != "standin"
+    assert len(got["rows"]) == 12 and final["totals"]["samples_committed"] == 12
