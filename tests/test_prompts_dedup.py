@@ -104,6 +104,7 @@ def test_ray_data_path_matches_local_path(tmp_path):
     path2.write_text("a blue glass vase\nlove is all you need\na red chair\n")
     srcs = [check_source(path), check_source(path2)]
     local = list(run_local(srcs, ["a", "b"], chunk=4))
+    pooled = list(run_local(srcs, ["a", "b"], chunk=4, n_process=2))  # spaCy in 2 worker processes
     try:
         remote = list(run_ray(srcs, ["a", "b"], chunk=4))
     finally:
@@ -114,6 +115,8 @@ def test_ray_data_path_matches_local_path(tmp_path):
 
     for key in ("prompt_id", "text", "status", "reason", "category", "attributes", "source", "source_line", "filter_version"):
         assert col(local, key) == col(remote, key), key
+        assert col(local, key) == col(pooled, key), key
+    assert col(local, "reason").count("bad:malformed_json") == 1
     np.testing.assert_allclose(np.concatenate([b["embedding"] for b in local]),
                                np.concatenate([b["embedding"] for b in remote]), atol=1e-5)
     assert DEFAULT_THRESHOLD == 0.9

@@ -23,7 +23,7 @@ from engine.queue import PromptQueue, StaleLeaseError
 
 N_ITEMS = 2000
 TTL_S = 0.6
-MAX_ATTEMPTS = 4
+MAX_ATTEMPTS = 2
 
 
 def _worker(dsn: str, log_dir: str, seed: int) -> None:
@@ -49,7 +49,7 @@ def _worker(dsn: str, log_dir: str, seed: int) -> None:
         for lease in leases:
             r = rng.random()
             time.sleep(TTL_S + 0.2 if r < 0.01 else rng.uniform(0, 0.004))  # 1%: outlive the lease
-            if r > 0.96:
+            if r > 0.90:
                 try:
                     state = q.nack(lease, "simulated failure")
                     log("NACK", lease.prompt_id, lease.token, f"{time.time():.6f}", state)
