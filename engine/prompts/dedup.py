@@ -52,8 +52,10 @@ def load_embedder(device: str = "cpu") -> Any:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
+    import transformers
     from sentence_transformers import SentenceTransformer
 
+    transformers.utils.logging.disable_progress_bar()  # library code never prints; the CLI shows progress
     if device == "cpu":
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     model = SentenceTransformer(model_path(), device=device)
