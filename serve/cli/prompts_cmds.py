@@ -25,8 +25,12 @@ def run_ingest(
     processes: int = 1,
     settings=None,
     show: bool = True,
+    enqueue: bool = True,
 ):
-    """Run the ingest with the catalog, queue and embedding store from settings; render progress + summary."""
+    """Run the ingest with the catalog, queue and embedding store from settings; render progress + summary.
+
+    ``enqueue=False`` only records prompts in the catalog (a curator picks what to generate later).
+    """
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
@@ -38,7 +42,7 @@ def run_ingest(
 
     settings = settings or load_settings()
     catalog = Catalog.open(settings)
-    queue = PromptQueue.from_settings(settings)
+    queue = PromptQueue.from_settings(settings) if enqueue else None
     try:
         with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
                       TextColumn("{task.completed:,} captions"), TimeElapsedColumn(),
@@ -55,7 +59,8 @@ def run_ingest(
                 threshold=threshold if threshold is not None else DEFAULT_THRESHOLD, n_process=processes, progress=progress,
             )
     finally:
-        queue.close()
+        if queue is not None:
+            queue.close()
         catalog.close()
     if show:
         table = Table(title="prompt ingest", show_header=True, header_style="bold")
