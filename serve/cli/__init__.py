@@ -11,7 +11,7 @@ import sys
 import typer
 
 from catalog.errors import Vf3dError
-from serve.cli import catalog_cmds, config_cmd, fleet_cmds, generate_cmd, mv_cmds, prompts_cmds, queue_cmds, render_cmd, score_cmd, sql_cmd
+from serve.cli import catalog_cmds, config_cmd, demo_cmd, fleet_cmds, generate_cmd, mv_cmds, prompts_cmds, queue_cmds, render_cmd, score_cmd, sql_cmd
 from serve.cli.console import err_console
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ def _root() -> None:
     """vf3d: a data engine that turns a video diffusion model into 3D training data."""
 
 
+app.command("demo")(demo_cmd.demo)
 app.command("config")(config_cmd.config)
 app.command("sql")(sql_cmd.sql)
 app.command("render")(render_cmd.render)
