@@ -100,7 +100,8 @@ def build_report(catalog, out_path: Path, n_examples: int = 6, threshold: float 
     ).to_pylist()
     runs = catalog.read("SELECT run_id, kind, status, started_at, finished_at, metrics FROM runs ORDER BY started_at").to_pylist()
     scored = sorted((s for s in samples if s["score_overall"] is not None), key=lambda s: s["score_overall"])
-    best, worst = scored[::-1][:n_examples], scored[:n_examples]
+    best = scored[::-1][:n_examples]
+    worst = scored[: max(0, min(n_examples, len(scored) - len(best)))]  # never repeat a best sample
     n_kept = sum(s["status"] == "kept" for s in samples)
 
     run_rows = []
