@@ -90,6 +90,7 @@ class RunTotals:
     busy_replica_s: float = 0.0
     replica_s: float = 0.0
     per_replica: dict[str, int] = field(default_factory=dict)
+    per_replica_busy_s: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -367,6 +368,9 @@ class Dispatcher:
             self.totals.busy_replica_s += float(getattr(result, "gen_s", 0.0))
             replica = str(getattr(result, "replica", "") or "?")
             self.totals.per_replica[replica] = self.totals.per_replica.get(replica, 0) + 1
+            self.totals.per_replica_busy_s[replica] = (
+                self.totals.per_replica_busy_s.get(replica, 0.0) + float(getattr(result, "gen_s", 0.0))
+            )
             self.metrics.inc("generated", replica=replica)
         with work.lock:
             if result is not None:
@@ -416,7 +420,7 @@ class Dispatcher:
         if not ok_leases:
             return
         self.phase = "score"
-        samples = [work.results[(lease.prompt_id, i)] for lease in ok_leases for i in range(max(1, int(lease.samples_per_prompt))) ]
+        samples = [work.results[(lease.prompt_id, i)] for lease in ok_leases for i in range(max(1, int(lease.samples_per_prompt)))]
         texts = {lease.prompt_id: lease for lease in ok_leases}
         records = self._records(samples, texts)
         self.phase = "commit"
@@ -586,9 +590,10 @@ class Dispatcher:
                     self.metrics.set("queue_depth", count, state=state)
                 if self.totals.samples_kept:
                     self.metrics.set("cost", self.totals.replica_s / self.totals.samples_kept)
-                if self.totals.busy_replica_s:
-                    for rep, count in self.totals.per_replica.items():
-                        self.metrics.set("throughput", count / max(self.totals.busy_replica_s / max(len(self.totals.per_replica), 1), 1e-9), replica=rep)
+                for rep, count in list(self.totals.per_replica.items()):
+                    busy = self.totals.per_replica_busy_s.get(rep, 0.0)
+                    if busy > 0:
+                        self.metrics.set("throughput", count / busy, replica=rep)
             except Exception as err:  # noqa: BLE001
                 logger.debug("monitor: %s", err)
 
