@@ -40,7 +40,7 @@ def heldout_pairs() -> list[tuple[str, str]]:
 
 
 def heldout_prompts() -> list[str]:
-    """The held-out colour+shape prompts (every shape word, plain and 'shiny'): 60 prompts."""
+    """The held-out colour+shape prompts (every shape word, plain and 'shiny'): 58 prompts."""
     out = []
     for color, shape in heldout_pairs():
         for word in SHAPE_WORDS[shape]:

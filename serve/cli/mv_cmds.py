@@ -45,7 +45,7 @@ def finetune(
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     lr: float = typer.Option(5e-4, "--lr"),
     frames: int | None = typer.Option(None, "--frames", min=1, help="views per sample (1 = single-view stage); default all"),
-    ema_decay: float = typer.Option(0.995, "--ema-decay", min=0.0, max=1.0, help="0 disables EMA"),
+    ema_decay: float = typer.Option(0.9999, "--ema-decay", min=0.0, max=1.0, help="EMA ceiling (warm-up 1-(1+step)^-2/3); 0 disables EMA"),
     mixed_precision: str = typer.Option("no", "--mixed-precision", help="no | bf16 | fp16 (autocast, GPU)"),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing/--no-gradient-checkpointing"),
     seed: int = typer.Option(0, "--seed"),
@@ -89,7 +89,7 @@ def finetune(
 def bootstrap(
     out: Path = typer.Option(Path(".vf3d/mvgen-bootstrap"), "--out", "-o", help="working folder (stages, losses, report)"),
     assets: int = typer.Option(3000, "--assets", min=8, help="procedural assets to render (held-out captions skipped)"),
-    stage1_steps: int = typer.Option(600, "--stage1-steps", min=1, help="single-view steps (image prior stand-in)"),
+    stage1_steps: int = typer.Option(1000, "--stage1-steps", min=1, help="single-view steps (image prior stand-in)"),
     stage2_steps: int = typer.Option(350, "--stage2-steps", min=1, help="orbit steps, spatial frozen (the paper)"),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(2, "--threads", min=1, help="torch CPU threads (1 is faster on a busy machine)"),
