@@ -170,3 +170,26 @@ def test_cli_finetune_freeze_spatial(orbits, tiny_ckpt, tmp_path):
     after = _state(MultiViewVideoPipeline.from_pretrained(out / "checkpoint", device="cpu"))
     assert all(torch.equal(before[k], after[k]) for k in before if not is_temporal(k))
     assert any(not torch.equal(before[k], after[k]) for k in before if is_temporal(k))
+
+
+def test_cli_generate_writes_video_and_sheet(tmp_path):
+    from catalog.media import decode_video, unpack_views
+    from serve.cli import app
+
+    res = CliRunner().invoke(app, ["generate", "a red mug", "-o", str(tmp_path), "--seed", "3", "--steps", "4"])
+    assert res.exit_code == 0, res.output
+    video = decode_video((tmp_path / "orbit.mp4").read_bytes())
+    assert video.shape[1:] == (32, 32, 3) and video.shape[0] == 16  # 8 views, looped twice
+    assert (tmp_path / "sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pack = unpack_views((tmp_path / "views.npz").read_bytes())
+    assert pack.frames.shape == (8, 32, 32, 3) and pack.extrinsics.shape == (8, 4, 4)
+    meta = json.loads((tmp_path / "generation.json").read_text())
+    assert meta["checkpoint_id"].startswith("mv-") and meta["seed"] == 3
+
+
+def test_cli_generate_missing_checkpoint_is_one_clear_error(tmp_path):
+    from serve.cli import app
+
+    res = CliRunner().invoke(app, ["generate", "a red mug", "-o", str(tmp_path), "--checkpoint", str(tmp_path / "none")])
+    assert res.exit_code != 0 and isinstance(res.exception, CheckpointError)
+    assert "vf3d mv bootstrap" in str(res.exception)
