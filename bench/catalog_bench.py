@@ -15,8 +15,6 @@ DuckLake commit + batches row per batch; no media). Queries go through the curat
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import statistics
 import sys
 import tempfile
@@ -24,8 +22,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, peak_rss_mb, write_results  # noqa: E402
+
 sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
@@ -95,10 +94,6 @@ def make_batch(start: int, n: int, rng: np.random.Generator) -> pa.Table:
     cols["created_at"] = pa.array([now] * n, pa.timestamp("us", tz="UTC"))
     target = rows_to_arrow([]).schema
     return pa.table([cols[f.name].cast(f.type) for f in target], schema=target)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def ingest(settings, rows: int, batch: int, seed: int = 0) -> dict:
@@ -234,8 +229,7 @@ def main() -> None:
                    f"{local / base['parquet'][q]['p50_ms']:.2f}x")
     console.print(qt)
     console.print(f"peak RSS: {results['peak_rss_mb']:.0f} MiB")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str))
+    write_results(results, args.out)
     console.print(f"wrote {args.out}")
 
 

@@ -14,19 +14,13 @@ Writes bench/results/mvgen_bench.json and prints a rich table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, peak_rss_mb, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -101,8 +95,7 @@ def main() -> None:
     console.print(f"peak RSS {results['peak_rss_mb']:.0f} MB; load average {results['load_avg_start']:.1f} -> "
                   f"{results['load_avg_end']:.1f} (2 shared cores)")
     out = ROOT / "bench" / "results" / "mvgen_bench.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(results, out)
 
 
 if __name__ == "__main__":

@@ -13,19 +13,13 @@ Writes bench/results/prompts_bench.json and prints a table. Peak RSS from getrus
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, peak_rss_mb, write_results  # noqa: E402
 sys.path.insert(0, str(ROOT / "engine" / "prompts" / "data"))
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def naive_all_pairs(emb, threshold: float) -> int:
@@ -55,7 +49,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "prompts_bench.json")
     args = ap.parse_args()
 
-    import numpy as np
     import spacy
     import torch
     from rich.console import Console
@@ -121,8 +114,7 @@ def main() -> None:
     res["dedup_speedup"] = res["naive_dedup_extrapolated_s"] / dt
     res["peak_rss_mb"] = peak_rss_mb()
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
+    write_results(res, args.out)
     table = Table(title=f"prompts bench — {args.n:,} captions ({res['kept']:,} kept, {res['duplicates']:,} near/exact dups)")
     table.add_column("stage")
     table.add_column("prompts/s", justify="right")

@@ -13,18 +13,12 @@ Writes bench/results/render_bench.json and prints a rich table.
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, peak_rss_mb, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -66,13 +60,14 @@ def main() -> None:
         rows.append((f"render {res}px", f"{batched:,.0f} frames/s", f"{baseline:,.0f} frames/s", f"{batched / baseline:.1f}x"))
 
     renders = render_orbits(assets[:16], views=16, resolution=64)
+    n_score = len(renders)
     frames = np.stack([r.rgb for r in renders])
     prompts = [a.caption for a in assets[:16]]
     score_batch(frames[:1], prompts[:1])
     for bs in (1, 16):
         t = time.perf_counter()
         n = 0
-        for start in range(0, 16, bs):
+        for start in range(0, n_score, bs):
             score_batch(frames[start:start + bs], prompts[start:start + bs])
             n += len(prompts[start:start + bs])
         sps = n / (time.perf_counter() - t)
@@ -88,8 +83,7 @@ def main() -> None:
     table.caption = f"baseline for render: a fresh EGL context per asset; peak RSS {results['peak_rss_mb']:.0f} MB"
     Console().print(table)
     out = ROOT / "bench" / "results" / "render_bench.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    write_results(results, out)
 
 
 if __name__ == "__main__":

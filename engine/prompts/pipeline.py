@@ -13,7 +13,6 @@ their embeddings.
 from __future__ import annotations
 
 import collections
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field
