@@ -141,3 +141,11 @@ def test_batch_shape_errors():
         score_batch(np.full((2, 4, 16, 16, 3), 255, np.uint8), ["a"])
     with pytest.raises(ValueError, match=r"\[B, V, H, W, 3\]"):
         score_batch(np.zeros((16, 16, 3), np.uint8), ["a"])
+
+
+def test_empty_batch_scores_to_empty_list():
+    import numpy as np
+
+    from engine.quality import score_batch
+
+    assert score_batch(np.zeros((0, 8, 32, 32, 3), np.uint8), []) == []

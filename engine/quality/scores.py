@@ -45,7 +45,6 @@ overall
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -316,6 +315,8 @@ class QualityScorer:
         prompts = list(prompts)
         if len(prompts) != f.shape[0]:
             raise ValueError(f"score_batch needs one prompt per sample: {f.shape[0]} samples, {len(prompts)} prompts")
+        if f.shape[0] == 0:
+            return []
         w = {**self.weights, **(weights or {})}
         hist = _palette_hist(f, fg)
         parts = {**consistency_scores(f, fg, hist), **framing_scores(f, fg, has_alpha), **sharpness_scores(f, fg)}
