@@ -97,7 +97,7 @@ class FleetSettings(BaseModel):
     autoscale_poll_s: float = Field(5.0, gt=0, description="how often the autoscaling policy reads the queue depth")
     max_batch_size: int = Field(4, ge=1, description="@serve.batch: most samples in one generator call")
     batch_wait_timeout_s: float = Field(0.1, ge=0, description="@serve.batch: wait this long for a batch to fill")
-    max_ongoing_requests: int = Field(0, ge=0, description="per replica; 0 = 2 x max_batch_size (must be >= max_batch_size)")
+    max_ongoing_requests: int = Field(0, ge=0, description="per replica; 0 = 4 x max_batch_size (queued work keeps batches full; must be >= max_batch_size)")
     num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per generator replica")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per generator replica (1 on GPU nodes)")
     dispatcher_num_cpus: float = Field(0.5, ge=0, description="CPUs reserved for the dispatcher (scoring, media, commits)")

@@ -273,17 +273,12 @@ def test_health_check_fails_while_a_generation_call_is_stuck(ray_local, tmp_path
 
 
 def test_fleet_with_the_real_pipeline(ray_local, tmp_path, pg_dsn):
-    """The diffusers multi-view pipeline behind the fleet (loaded once per replica, batched calls).
+    """The embedded default multi-view checkpoint behind the fleet (loaded once per replica,
+    batched diffusers calls), 2 denoising steps to keep it quick."""
+    from engine.mvgen import MultiViewVideoPipeline, default_checkpoint_path
 
-    Uses a checkpoint of the default architecture saved by ``MultiViewVideoPipeline.from_config``
-    (fresh weights; throughput and code path are the default model's), 2 denoising steps.
-    """
-    from engine.mvgen import MultiViewConfig, MultiViewVideoPipeline
-
-    ckpt = tmp_path / "mv-checkpoint"
-    MultiViewVideoPipeline.from_config(MultiViewConfig(), seed=0).save_pretrained(ckpt)
-    expected_id = MultiViewVideoPipeline.from_pretrained(ckpt, device="cpu").checkpoint_id
-    settings = fleet_settings(tmp_path, pg_dsn, model="pipeline", checkpoint=str(ckpt), steps=2, replicas=1,
+    expected_id = MultiViewVideoPipeline.from_pretrained(default_checkpoint_path(), device="cpu").checkpoint_id
+    settings = fleet_settings(tmp_path, pg_dsn, model="pipeline", checkpoint="", steps=2, replicas=1,
                               num_cpus=1.0, max_batch_size=4, lease_batch=4, max_in_flight=8, quality_threshold=0.0)
     run_id, queue, stats, final = run_fleet(settings, 6, 2, timeout_s=240)
     assert stats["done"] == 6 and stats["dead"] == 0

@@ -53,7 +53,7 @@ def _split_args(args: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
 
 def max_ongoing(fleet: Any) -> int:
     """Per-replica request cap: ≥ max_batch_size so @serve.batch batches can fill."""
-    return max(fleet.max_ongoing_requests or 2 * fleet.max_batch_size, fleet.max_batch_size)
+    return max(fleet.max_ongoing_requests or 4 * fleet.max_batch_size, fleet.max_batch_size)
 
 
 def autoscaling_config(fleet: Any, queue_dsn: str = "", max_attempts: int = 3) -> dict[str, Any]:
