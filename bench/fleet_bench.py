@@ -21,9 +21,7 @@ for the queue and the catalog metadata (the fleet's production path).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -32,8 +30,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, peak_rss_mb, write_results  # noqa: E402
+
 sys.path.insert(0, str(ROOT / "tests"))
 
 import services  # noqa: E402
@@ -232,12 +231,11 @@ def main() -> None:
         "fleet_model": fleet,
         "standin": {"latency_s": 1.0, "max_batch_size": batch, "points": standin},
         "load_average": os.getloadavg(),
-        "peak_rss_mb_driver": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb_driver": peak_rss_mb(),
         "wall_s": time.perf_counter() - t_start,
     }
     out = ROOT / "bench" / "results" / ("fleet_bench.json" if not args.only else f"fleet_bench_{args.only}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_results(result, out)
 
     con = Console()
     if raw is not None:
