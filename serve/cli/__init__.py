@@ -11,7 +11,7 @@ import sys
 import typer
 
 from catalog.errors import Vf3dError
-from serve.cli import catalog_cmds, config_cmd, demo_cmd, fleet_cmds, generate_cmd, mv_cmds, prompts_cmds, queue_cmds, render_cmd, score_cmd, sql_cmd
+from serve.cli import api_cmd, catalog_cmds, config_cmd, demo_cmd, fleet_cmds, generate_cmd, mv_cmds, prompts_cmds, queue_cmds, render_cmd, score_cmd, sql_cmd
 from serve.cli.console import err_console
 
 app = typer.Typer(
@@ -39,6 +39,7 @@ app.add_typer(fleet_cmds.app, name="fleet")
 app.add_typer(mv_cmds.app, name="mv")
 app.command("generate")(generate_cmd.generate)
 app.command("score")(score_cmd.score)
+app.command("api")(api_cmd.api)
 
 
 def main() -> None:
