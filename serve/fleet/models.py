@@ -60,6 +60,27 @@ class GeneratedSample:
     def resolution(self) -> int:
         return int(self.frames.shape[1])
 
+    @classmethod
+    def from_orbit(cls, req: "SampleRequest", frames: np.ndarray, cameras: Any, *, checkpoint_id: str,
+                   sampler: str, steps: int, guidance_scale: float) -> "GeneratedSample":
+        """A sample of ``req`` from generated frames and their ``OrbitCameras``."""
+        return cls(
+            prompt_id=req.prompt_id,
+            sample_index=req.sample_index,
+            seed=req.seed,
+            frames=np.ascontiguousarray(frames, dtype=np.uint8),
+            extrinsics=np.asarray(cameras.extrinsics(), dtype=np.float32),
+            intrinsics=np.asarray(cameras.intrinsics(), dtype=np.float32),
+            elevation_deg=float(cameras.elevation_deg),
+            azimuths_deg=[float(a) for a in cameras.azimuths_deg],
+            radius=float(cameras.radius),
+            fov_deg=float(cameras.fov_deg),
+            checkpoint_id=checkpoint_id,
+            sampler=str(sampler),
+            steps=steps,
+            guidance_scale=guidance_scale,
+        )
+
 
 class FleetModel(Protocol):
     """What a replica needs from a model: a checkpoint id and a batched generate."""
@@ -137,23 +158,8 @@ class PipelineModel:
         guidance = float(self.guidance_scale if self.guidance_scale is not None else getattr(cfg, "default_guidance", 0.0))
         results = []
         for i, req in enumerate(requests):
-            cam = out.cameras[i]
             results.append(
-                GeneratedSample(
-                    prompt_id=req.prompt_id,
-                    sample_index=req.sample_index,
-                    seed=req.seed,
-                    frames=np.ascontiguousarray(frames[i], dtype=np.uint8),
-                    extrinsics=np.asarray(cam.extrinsics(), dtype=np.float32),
-                    intrinsics=np.asarray(cam.intrinsics(), dtype=np.float32),
-                    elevation_deg=float(cam.elevation_deg),
-                    azimuths_deg=[float(a) for a in cam.azimuths_deg],
-                    radius=float(cam.radius),
-                    fov_deg=float(cam.fov_deg),
-                    checkpoint_id=self.checkpoint_id,
-                    sampler=str(sampler),
-                    steps=steps,
-                    guidance_scale=guidance,
-                )
+                GeneratedSample.from_orbit(req, frames[i], out.cameras[i], checkpoint_id=self.checkpoint_id,
+                                           sampler=sampler, steps=steps, guidance_scale=guidance)
             )
         return results

@@ -43,22 +43,9 @@ class StandinModel:
         from engine.render.cameras import OrbitCameras
 
         cams = OrbitCameras.from_views(self.num_views, req.elevation_deg, resolution=self.resolution)
-        return GeneratedSample(
-            prompt_id=req.prompt_id,
-            sample_index=req.sample_index,
-            seed=req.seed,
-            frames=standin_frames(req.text, req.seed, self.num_views, self.resolution),
-            extrinsics=np.asarray(cams.extrinsics(), dtype=np.float32),
-            intrinsics=np.asarray(cams.intrinsics(), dtype=np.float32),
-            elevation_deg=float(cams.elevation_deg),
-            azimuths_deg=[float(a) for a in cams.azimuths_deg],
-            radius=float(cams.radius),
-            fov_deg=float(cams.fov_deg),
-            checkpoint_id=self.checkpoint_id,
-            sampler="standin",
-            steps=self.steps,
-            guidance_scale=0.0,
-        )
+        frames = standin_frames(req.text, req.seed, self.num_views, self.resolution)
+        return GeneratedSample.from_orbit(req, frames, cams, checkpoint_id=self.checkpoint_id,
+                                          sampler="standin", steps=self.steps, guidance_scale=0.0)
 
 
 def standin_frames(text: str, seed: int, num_views: int, resolution: int) -> np.ndarray:
