@@ -55,4 +55,5 @@ def test_default_follows_colour_words_on_heldout_prompts():
     assert len(prompts) >= 50
     accuracy, rows = color_accuracy(pipe, prompts, seed=0)
     misses = [f"{p!r}->{got}" for p, want, got in rows if want != got]
+    print(f"\ncolour accuracy {accuracy:.1%} ({len(rows) - len(misses)}/{len(rows)}); misses: {misses}")
     assert accuracy >= 0.8, f"colour accuracy {accuracy:.0%} < 80%; misses: {misses}"
