@@ -89,6 +89,9 @@ def demo(
     console.rule(f"4 · the fleet: {replicas} replicas on a local Ray")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    import logging
+
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the progress bar says what Serve is doing
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=ops.RAY_NAMESPACE,
              logging_level="ERROR", log_to_driver=False)
     try:
@@ -108,16 +111,17 @@ def demo(
             totals = ops.down(settings, drain=True, timeout_s=300)
             fleet_s = time.perf_counter() - fleet_started
     finally:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
+        ray.shutdown()  # ends Serve with it (serve.shutdown() first only adds controller-kill warnings)
         queue.close()
     stats = queue.stats()
     console.print(f"run {run_id}: queue {stats}; fleet wall time {fleet_s:.0f} s "
                   f"({len(picked) * samples_per_prompt / fleet_s:.2f} samples/s incl. model loading)")
     if totals:
-        console.print({k: v for k, v in totals.items() if isinstance(v, (int, float, str))}, highlight=False)
+        console.print(
+            f"dispatcher: {totals.get('samples_per_s_1m', 0):.2f} samples/s over the last minute · accept rate "
+            f"{totals.get('accept_rate', 0):.0%} · {totals.get('cost_replica_s_per_kept', 0):.1f} replica-seconds per kept sample",
+            highlight=False,
+        )
 
     console.rule("5 · curator queries (read-only SQL)")
     for title, sql in CURATOR_QUERIES.items():
