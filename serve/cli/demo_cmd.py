@@ -117,9 +117,13 @@ def demo(
     console.print(f"run {run_id}: queue {stats}; fleet wall time {fleet_s:.0f} s "
                   f"({len(picked) * samples_per_prompt / fleet_s:.2f} samples/s incl. model loading)")
     if totals:
+        def figure(key: str, spec: str) -> str:
+            value = totals.get(key)
+            return "n/a" if value is None else format(value, spec)
+
         console.print(
-            f"dispatcher: {totals.get('samples_per_s_1m', 0):.2f} samples/s over the last minute · accept rate "
-            f"{totals.get('accept_rate', 0):.0%} · {totals.get('cost_replica_s_per_kept', 0):.1f} replica-seconds per kept sample",
+            f"dispatcher: {figure('samples_per_s_1m', '.2f')} samples/s over the last minute · accept rate "
+            f"{figure('accept_rate', '.0%')} · {figure('cost_replica_s_per_kept', '.1f')} replica-seconds per kept sample",
             highlight=False,
         )
 
