@@ -3,9 +3,15 @@
 A. The multi-view model on CPU (the embedded default checkpoint; when it is absent, a
    checkpoint of the same architecture from ``MultiViewVideoPipeline.from_config`` — same
    compute, fresh weights — and the JSON says so):
-   * raw pipeline samples/s in this process on the same cores (batches of max_batch_size);
+   * raw pipeline samples/s in this process on the same cores (batches of max_batch_size), with
+     as many torch threads as cores ("raw 1 x 2 threads" on 2 cores);
+   * raw pipeline samples/s in N independent spawned processes with the threads each of the
+     N-replica fleet's replicas gets ("raw 2 x 1 thread" on 2 cores), clock started at a barrier
+     after every process has loaded and warmed the model;
    * the whole fleet (dispatcher + Serve replicas + scoring + media + DuckLake commits) with
-     1 and 2 replicas; engine overhead = 1 - fleet samples/s / raw samples/s.
+     1 and 2 replicas; engine overhead = 1 - fleet samples/s / raw samples/s, each fleet against
+     the raw baseline that uses the cores the same way (1 replica vs one process, 2 replicas vs
+     two processes); the overhead against the one-process baseline is kept for every fleet.
 B. The fixed-latency stand-in (latency-bound, num_cpus=0.1 per replica, so 16 fit on 2 cores):
    * "serve": samples/s through the DeploymentHandle alone (routing + @serve.batch) vs the ideal
      replicas x batch / latency -> orchestration efficiency;
@@ -92,6 +98,49 @@ def raw_pipeline(ckpt: str, samples: int, batch: int, threads: int) -> dict:
     elapsed = time.perf_counter() - t0
     return {"samples": samples, "seconds": elapsed, "samples_per_s": samples / elapsed, "threads": threads,
             "steps": pipe.config.default_steps, "views": pipe.config.num_views, "resolution": pipe.config.resolution}
+
+
+def _raw_worker(ckpt: str, threads: int, jobs: list[tuple[int, int]], batch: int, barrier, results) -> None:
+    """One raw process: load + warm the model, wait at the barrier, generate its batches."""
+    import torch
+
+    from engine.mvgen import MultiViewVideoPipeline
+
+    torch.set_num_threads(threads)
+    pipe = MultiViewVideoPipeline.from_pretrained(ckpt, device="cpu")
+    pipe(["warm up"] * batch, seed=list(range(batch)))
+    barrier.wait()
+    t0 = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes on Linux
+    for start, n in jobs:
+        pipe([f"a red ceramic vase {start + i}" for i in range(n)], seed=list(range(start, start + n)))
+    results.put({"t0": t0, "t1": time.perf_counter(), "samples": sum(n for _, n in jobs),
+                 "steps": pipe.config.default_steps, "views": pipe.config.num_views,
+                 "resolution": pipe.config.resolution})
+
+
+def raw_processes(ckpt: str, samples: int, batch: int, procs: int, threads: int) -> dict:
+    """The same prompts/seeds/batches as ``raw_pipeline``, split round-robin over ``procs`` spawned
+    processes with ``threads`` torch threads each; wall clock from the barrier (all models loaded
+    and warmed, as the fleet's replicas are before its clock starts) to the last process done."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    batches = [(s, min(batch, samples - s)) for s in range(0, samples, batch)]
+    barrier = ctx.Barrier(procs)
+    results = ctx.Queue()
+    ps = [ctx.Process(target=_raw_worker, args=(ckpt, threads, batches[k::procs], batch, barrier, results))
+          for k in range(procs)]
+    for p in ps:
+        p.start()
+    outs = [results.get(timeout=1800) for _ in ps]
+    for p in ps:
+        p.join(timeout=60)
+        if p.exitcode != 0:
+            raise RuntimeError(f"raw worker exited with {p.exitcode}")
+    elapsed = max(o["t1"] for o in outs) - min(o["t0"] for o in outs)
+    return {"samples": samples, "seconds": elapsed, "samples_per_s": samples / elapsed, "processes": procs,
+            "threads_each": threads, "per_process_seconds": [o["t1"] - o["t0"] for o in outs],
+            "steps": outs[0]["steps"], "views": outs[0]["views"], "resolution": outs[0]["resolution"]}
 
 
 def fleet_model(ckpt: str, replicas: int, samples: int, batch: int, root: Path, dsn: str) -> dict:
@@ -197,11 +246,17 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="vf3d-fleet-bench-"))
     t_start = time.perf_counter()
     try:
-        ckpt_kind, raw, fleet, standin = None, None, [], []
+        ckpt_kind, raw, raw_mp, fleet, standin = None, None, None, [], []
+        load_before = os.getloadavg()
+        # threads per replica of the 2-replica fleet (fleet_model: num_cpus = (cpus - 0.2) / 2, threads = round)
+        mp_procs, mp_threads = 2, max(1, round((cpus - 0.2) / 2))
         if args.only != "standin":
             ckpt, ckpt_kind = checkpoint(tmp)
             raw = raw_pipeline(ckpt, samples, batch, threads=cpus)
-            print(f"raw pipeline: {raw['samples_per_s']:.3f} samples/s", flush=True)
+            print(f"raw pipeline, 1 process x {cpus} threads: {raw['samples_per_s']:.3f} samples/s", flush=True)
+            raw_mp = raw_processes(ckpt, samples, batch, mp_procs, mp_threads)
+            print(f"raw pipeline, {mp_procs} processes x {mp_threads} thread(s): {raw_mp['samples_per_s']:.3f} samples/s",
+                  flush=True)
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, namespace="vf3d", logging_level="ERROR",
                  log_to_driver=False)
         if args.only != "standin":
@@ -210,11 +265,18 @@ def main() -> None:
                 print(f"fleet {r} replica(s): {fleet[-1]['samples_per_s']:.3f} samples/s", flush=True)
             # the raw baseline again, after the fleet runs: the machine is shared, so bracket the fleet
             raw_after = raw_pipeline(ckpt, samples, batch, threads=cpus)
-            print(f"raw pipeline (again): {raw_after['samples_per_s']:.3f} samples/s", flush=True)
+            print(f"raw pipeline, 1 process (again): {raw_after['samples_per_s']:.3f} samples/s", flush=True)
+            raw_mp_after = raw_processes(ckpt, samples, batch, mp_procs, mp_threads)
+            print(f"raw pipeline, {mp_procs} processes (again): {raw_mp_after['samples_per_s']:.3f} samples/s", flush=True)
             raw["samples_per_s_runs"] = [raw["samples_per_s"], raw_after["samples_per_s"]]
             raw["samples_per_s"] = sum(raw["samples_per_s_runs"]) / 2
+            raw_mp["samples_per_s_runs"] = [raw_mp["samples_per_s"], raw_mp_after["samples_per_s"]]
+            raw_mp["samples_per_s"] = sum(raw_mp["samples_per_s_runs"]) / 2
             for f in fleet:
-                f["engine_overhead"] = 1.0 - f["samples_per_s"] / raw["samples_per_s"]
+                same = raw if f["replicas"] == 1 else raw_mp
+                f["baseline"] = "raw_pipeline" if f["replicas"] == 1 else "raw_processes"
+                f["engine_overhead"] = 1.0 - f["samples_per_s"] / same["samples_per_s"]
+                f["engine_overhead_vs_one_process"] = 1.0 - f["samples_per_s"] / raw["samples_per_s"]
         if args.only != "model":
             counts = [1, 2, 4] if args.quick else [1, 2, 4, 8, 16]
             standin = standin_points(counts, latency=1.0, batch=batch, seconds=4.0 if args.quick else 8.0,
@@ -228,8 +290,10 @@ def main() -> None:
         "machine": {"cpus": cpus},
         "checkpoint": ckpt_kind,
         "raw_pipeline": raw,
+        "raw_processes": raw_mp,
         "fleet_model": fleet,
         "standin": {"latency_s": 1.0, "max_batch_size": batch, "points": standin},
+        "load_average_before": load_before,
         "load_average": os.getloadavg(),
         "peak_rss_mb_driver": peak_rss_mb(),
         "wall_s": time.perf_counter() - t_start,
@@ -241,12 +305,18 @@ def main() -> None:
     if raw is not None:
         t = Table(title=f"fleet, multi-view model on {cpus} CPU cores ({ckpt_kind}; {raw['steps']} steps, "
                         f"{raw['views']} views, {raw['resolution']} px, batch {batch})")
-        for c in ("setup", "samples/s", "engine overhead"):
+        for c in ("setup", "samples/s", "engine overhead (same cores use)", "vs 1 process"):
             t.add_column(c, justify="right")
         runs = " / ".join(f"{v:.3f}" for v in raw["samples_per_s_runs"])
-        t.add_row(f"raw pipeline ({raw['threads']} threads; before / after: {runs})", f"{raw['samples_per_s']:.3f}", "baseline")
+        t.add_row(f"raw, 1 process x {raw['threads']} threads (before / after: {runs})", f"{raw['samples_per_s']:.3f}",
+                  "baseline (1 replica)", "baseline")
+        runs = " / ".join(f"{v:.3f}" for v in raw_mp["samples_per_s_runs"])
+        t.add_row(f"raw, {raw_mp['processes']} processes x {raw_mp['threads_each']} thread(s) (before / after: {runs})",
+                  f"{raw_mp['samples_per_s']:.3f}", "baseline (2 replicas)",
+                  f"{1.0 - raw_mp['samples_per_s'] / raw['samples_per_s']:.1%}")
         for f in fleet:
-            t.add_row(f"fleet, {f['replicas']} replica(s)", f"{f['samples_per_s']:.3f}", f"{f['engine_overhead']:.1%}")
+            t.add_row(f"fleet, {f['replicas']} replica(s)", f"{f['samples_per_s']:.3f}", f"{f['engine_overhead']:.1%}",
+                      f"{f['engine_overhead_vs_one_process']:.1%}")
         con.print(t)
     s = Table(title=f"fixed-latency stand-in (1.0 s per batch of {batch}, num_cpus 0.1 per replica)")
     for c in ("replicas", "ideal/s", "serve/s", "serve eff.", "engine/s", "engine eff."):
@@ -255,6 +325,8 @@ def main() -> None:
         s.add_row(str(p["replicas"]), f"{p['ideal_samples_per_s']:.1f}", f"{p['serve_samples_per_s']:.1f}",
                   f"{p['serve_efficiency']:.0%}", f"{p['engine_samples_per_s']:.1f}", f"{p['engine_efficiency']:.0%}")
     con.print(s)
+    con.print(f"load average before {tuple(round(x, 2) for x in load_before)}, after "
+              f"{tuple(round(x, 2) for x in result['load_average'])}")
     con.print(f"peak RSS (driver) {result['peak_rss_mb_driver']:.0f} MB; wall {result['wall_s']:.0f} s; wrote {out}")
 
 
