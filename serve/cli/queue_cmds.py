@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Optional
 
 import typer
@@ -23,11 +24,8 @@ def stats() -> None:
     """Items per state (pending, leased, done, dead) and expired leases."""
     from rich.table import Table
 
-    q = _queue()
-    try:
+    with closing(_queue()) as q:
         s = q.stats()
-    finally:
-        q.close()
     table = Table(title="prompt queue")
     table.add_column("state")
     table.add_column("items", justify="right")
@@ -44,11 +42,8 @@ def peek(
     """Show the next items in lease order (or items in a state) without leasing them."""
     from rich.table import Table
 
-    q = _queue()
-    try:
+    with closing(_queue()) as q:
         rows = q.peek(n, state=state)
-    finally:
-        q.close()
     table = Table(title=f"{state} items")
     for col in ("prompt_id", "text", "category", "priority", "samples_per_prompt", "attempts", "last_error"):
         table.add_column(col)
@@ -61,11 +56,8 @@ def peek(
 @app.command("requeue-dead")
 def requeue_dead() -> None:
     """Move dead-lettered items back to pending (attempts reset)."""
-    q = _queue()
-    try:
+    with closing(_queue()) as q:
         n = q.requeue_dead()
-    finally:
-        q.close()
     console.print(f"requeued {n:,} dead item(s)")
 
 
@@ -77,9 +69,6 @@ def purge(
     """Delete queue items (all, or only one state)."""
     if not yes:
         typer.confirm(f"delete {'all' if state is None else state} queue items?", abort=True)
-    q = _queue()
-    try:
+    with closing(_queue()) as q:
         n = q.purge(state)
-    finally:
-        q.close()
     console.print(f"purged {n:,} item(s)")
