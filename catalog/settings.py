@@ -100,7 +100,10 @@ class FleetSettings(BaseModel):
     max_ongoing_requests: int = Field(0, ge=0, description="per replica; 0 = 4 x max_batch_size (queued work keeps batches full; must be >= max_batch_size)")
     num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per generator replica")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per generator replica (1 on GPU nodes)")
-    dispatcher_num_cpus: float = Field(0.5, ge=0, description="CPUs reserved for the dispatcher (scoring, media, commits)")
+    dispatcher_num_cpus: float = Field(0.5, ge=0, description="CPUs reserved for the dispatcher (commits; scoring and media too when score_on='dispatcher')")
+    score_on: Literal["replica", "dispatcher"] = Field(
+        "replica", description="where quality scores and media encoding run: in each generator replica after its batch, or in the one dispatcher"
+    )
     stuck_timeout_s: float = Field(600.0, gt=0, description="a generation call running longer fails the replica's health check")
     request_timeout_s: float = Field(900.0, gt=0, description="the dispatcher gives up on one request after this")
     health_check_period_s: float = Field(10.0, gt=0, description="Serve health-check period for generator replicas")

@@ -110,3 +110,51 @@ def test_cli_autoscale_spec_errors_are_one_line():
         from serve.cli.fleet_cmds import up
 
         up(replicas=1, autoscale="0:2", address=None, model=None, checkpoint=None, timeout=1.0)
+
+
+@pytest.mark.parametrize("score_on", ["replica", "dispatcher"])
+def test_scores_and_media_run_where_score_on_says_and_give_the_same_catalog(tmp_path, score_on):
+    """The dispatcher loop in-process (no Ray) against the generator replica's own batch code:
+    with score_on='replica' samples come back scored and encoded, with 'dispatcher' they come back
+    bare and the dispatcher finishes them; the catalog rows and media are the same either way."""
+    from catalog.ducklake import Catalog
+    from catalog.media import unpack_views
+    from catalog.records import media_key
+    from catalog.settings import load_settings
+    from engine.dispatch import Dispatcher
+    from engine.queue import PromptQueue
+    from serve.fleet.deployment import MultiViewGenerator
+
+    def run(root):
+        settings = load_settings(root=root, fleet={"model": "standin", "standin_latency_s": 0.0, "score_on": score_on,
+                                                   "lease_batch": 3, "max_in_flight": 4, "quality_threshold": 0.85})
+        Catalog.open(settings).close()
+        queue = PromptQueue.from_settings(settings)
+        queue.enqueue([{"prompt_id": f"p{i}", "text": f"a {c} mug"} for i, c in enumerate(["red", "blue", "green", "white"])],
+                      samples_per_prompt=2)
+        replica = MultiViewGenerator.func_or_class(settings)
+        came_back = []
+
+        def submit(req):
+            sample = replica._generate([req])[0]
+            came_back.append((sample.scores is not None, sample.media is not None))
+            return sample
+
+        totals = Dispatcher(settings, submit, run_id="run-1", queue=queue).run(until_empty=True)
+        assert totals.samples_committed == 8 and queue.stats()["done"] == 4
+        with Catalog.open(settings) as cat:
+            rows = cat.read("SELECT sample_id, score_consistency, score_framing, score_sharpness, score_prompt_color, "
+                            "score_overall, status FROM samples ORDER BY sample_id").to_pylist()
+            metas = [unpack_views(cat.store.get(media_key(r["sample_id"], "views.npz"))).meta for r in rows]
+        return came_back, rows, metas
+
+    came_back, rows, metas = run(tmp_path / "a")
+    finished_in_replica = score_on == "replica"
+    assert came_back == [(finished_in_replica, finished_in_replica)] * 8
+    assert len(rows) == 8 and {r["status"] for r in rows} <= {"kept", "rejected"}
+    assert all(m["run_id"] == "run-1" and m["sample_id"] == r["sample_id"] for m, r in zip(metas, rows))
+    # the other placement gives the same rows
+    other = "dispatcher" if finished_in_replica else "replica"
+    score_on = other
+    _, rows_other, metas_other = run(tmp_path / "b")
+    assert rows_other == rows and metas_other == metas

@@ -88,7 +88,7 @@ class MultiViewGenerator:
         t0 = time.perf_counter()
         try:
             results = await asyncio.wait_for(
-                loop.run_in_executor(self._executor, self.model.generate, list(requests)),
+                loop.run_in_executor(self._executor, self._generate, list(requests)),
                 timeout=self.fleet.request_timeout_s,
             )
         finally:
@@ -101,6 +101,15 @@ class MultiViewGenerator:
             r.replica = self.replica
             r.gen_s = elapsed / len(requests)
             r.batch_size = len(requests)
+        return results
+
+    def _generate(self, requests: list[Any]) -> list[Any]:
+        """One batch: generate, then (``fleet.score_on='replica'``) scores and media, in this thread."""
+        results = self.model.generate(requests)
+        if self.fleet.score_on == "replica":
+            from engine.dispatch import finish_samples
+
+            finish_samples(results, [r.text for r in requests], self.settings, [r.run_id for r in requests])
         return results
 
     def check_health(self) -> None:

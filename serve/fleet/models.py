@@ -31,6 +31,7 @@ class SampleRequest:
     sample_index: int
     seed: int
     elevation_deg: float
+    run_id: str = ""  # the fleet run asking (stored in the sample's media lineage)
 
 
 @dataclass
@@ -52,8 +53,10 @@ class GeneratedSample:
     steps: int
     guidance_scale: float
     replica: str = ""  # filled by the replica that ran it
-    gen_s: float = 0.0  # this sample's share of its batch's generation time
+    gen_s: float = 0.0  # this sample's share of its batch call (generation, + scores and media on the replica)
     batch_size: int = 1
+    scores: Any = None  # engine.quality.SampleScores, once finished (engine.dispatch.finish_samples)
+    media: dict[str, bytes] | None = None  # views.npz / orbit.mp4 / sheet.png, once finished
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

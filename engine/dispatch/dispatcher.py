@@ -1,32 +1,14 @@
-"""The dispatcher: the engine's main loop from the prompt queue, through the fleet, into the catalog.
+"""The dispatcher loop (see :mod:`engine.dispatch` for the flow and the exactly-once argument).
 
-One dispatcher per fleet (DESIGN.md §6: one batched committer, not one per replica)::
-
-    lease a batch of prompts ─► one request per sample ─► MultiViewGenerator replicas
-        (bounded in flight = backpressure)            (Ray Serve handle, @serve.batch)
-    all samples of the batch back ─► quality scores ─► media (npz, mp4, png)
-        ─► catalog.commit_batch (one atomic, idempotent DuckLake commit) ─► ack the leases
-
-Exactly-once by construction: sample ids are hashes of (prompt id, sample index, seed,
-checkpoint id); before a commit the ids already in the catalog are dropped, and the batch id is
-the hash of the remaining ids, so a crash anywhere (replica, dispatcher, object store, catalog)
-only ever leads to a retry that writes nothing twice. Leases are acked only after their samples
-are committed; a dispatcher that dies leaves leases that expire and are leased again.
-
-Failures: a request that fails for system reasons (replica died, timeout) is retried up to
-``fleet.request_retries`` times; then the prompt is nacked with the error (the queue
-dead-letters it after ``queue.max_attempts``). A commit that fails (object store or catalog
-down) is retried with backoff for ``fleet.commit_retry_s``, then its prompts are nacked.
-The quality gate marks samples ``kept``/``rejected`` by ``fleet.quality_threshold``; both are stored.
-
-Observability: Prometheus metrics through ``ray.util.metrics`` (``vf3d_fleet_*``), structured
-log records (``extra={"run_id", "sample_id", "event"}``), and one ``runs`` row per fleet run
-with its settings and totals.
+Threads: the caller's thread leases and dispatches; a pool of ``fleet.max_in_flight`` threads
+each waits on one request; one committer thread commits whole leased batches in order of
+completion; a monitor thread feeds the metrics and the replica-seconds account. The leasing
+thread sleeps on a condition until a request or a commit frees room (no busy polling: on a
+small machine every wake-up steals a core from the generator's threads).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -36,64 +18,22 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
-
 from catalog.errors import Vf3dError
+from engine.dispatch.ids import batch_id_for, new_run_id, sample_seed
+from engine.dispatch.metrics import FleetMetrics
+from engine.dispatch.runs import RunTotals, write_run_row
+from engine.dispatch.samples import finish_samples, to_records
 
 logger = logging.getLogger("vf3d.dispatch")
 
-SEED_MODULUS = 2**31 - 1
+MONITOR_INTERVAL_S = 5.0  # metrics and replica-seconds; Prometheus scrapes every 15 s or so
 
 
 class DispatchError(Vf3dError):
     """The dispatcher cannot run; the message says which service or setting and the fix."""
-
-
-# ----------------------------------------------------------------------------- ids and seeds
-def sample_seed(base_seed: int, prompt_id: str, sample_index: int) -> int:
-    """The seed of one sample: a hash of (base seed, prompt id, sample index), in [0, 2^31-1)."""
-    digest = hashlib.sha256(f"{int(base_seed)}\x1f{prompt_id}\x1f{int(sample_index)}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % SEED_MODULUS
-
-
-def batch_id_for(sample_ids: list[str]) -> str:
-    """Deterministic batch id: the hash of the sorted sample ids it commits."""
-    return "b-" + hashlib.sha256("\n".join(sorted(sample_ids)).encode()).hexdigest()[:32]
-
-
-def new_run_id() -> str:
-    return "fleet-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
-
-
-# ----------------------------------------------------------------------------- totals
-@dataclass
-class RunTotals:
-    """What one dispatcher has done so far (this process; the catalog holds the durable truth)."""
-
-    prompts_leased: int = 0
-    prompts_acked: int = 0
-    prompts_nacked: int = 0
-    prompts_released: int = 0
-    samples_generated: int = 0
-    samples_committed: int = 0
-    samples_skipped_existing: int = 0
-    samples_kept: int = 0
-    samples_rejected: int = 0
-    requests_failed: int = 0
-    retries: int = 0
-    commits: int = 0
-    commit_failures: int = 0
-    stale_leases: int = 0
-    busy_replica_s: float = 0.0
-    replica_s: float = 0.0
-    per_replica: dict[str, int] = field(default_factory=dict)
-    per_replica_busy_s: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -107,55 +47,6 @@ class _Work:
     released: set[str] = field(default_factory=set)  # prompt ids given back (drain)
     pending: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class _Metrics:
-    """Ray Prometheus metrics when Ray is up; silently nothing otherwise (plain library use)."""
-
-    def __init__(self, run_id: str):
-        self.ok = False
-        try:
-            import ray
-
-            if not ray.is_initialized():
-                return
-            from ray.util.metrics import Counter, Gauge, Histogram
-
-            tags = ("run_id",)
-            self.generated = Counter("vf3d_fleet_samples_generated", "samples returned by the fleet", tags + ("replica",))
-            self.kept = Counter("vf3d_fleet_samples_kept", "committed samples at or above the quality threshold", tags)
-            self.rejected = Counter("vf3d_fleet_samples_rejected", "committed samples below the quality threshold", tags)
-            self.retries = Counter("vf3d_fleet_retries", "requests retried after a system failure", tags)
-            self.failures = Counter("vf3d_fleet_prompt_failures", "prompts nacked with an error", tags)
-            self.expiries = Counter("vf3d_fleet_lease_expiries", "acks refused because the lease had expired", tags)
-            self.queue_depth = Gauge("vf3d_fleet_queue_depth", "prompt-queue items by state", tags + ("state",))
-            self.in_flight = Gauge("vf3d_fleet_in_flight", "sample requests in flight", tags)
-            self.replicas = Gauge("vf3d_fleet_replicas", "running generator replicas", tags)
-            self.cost = Gauge(
-                "vf3d_fleet_replica_seconds_per_kept_sample", "replica-seconds paid per kept sample", tags
-            )
-            self.throughput = Gauge(
-                "vf3d_fleet_replica_samples_per_s", "samples per busy second of one replica", tags + ("replica",)
-            )
-            self.commit_latency = Histogram(
-                "vf3d_fleet_commit_latency_s", "catalog batch commit latency", [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], tags
-            )
-            self.tags = {"run_id": run_id}
-            self.ok = True
-        except Exception as err:  # noqa: BLE001 - metrics must never stop the engine
-            logger.warning("fleet metrics disabled: %s", err)
-
-    def inc(self, name: str, value: float = 1.0, **tags: str) -> None:
-        if self.ok and value:
-            getattr(self, name).inc(value, tags={**self.tags, **tags})
-
-    def set(self, name: str, value: float, **tags: str) -> None:
-        if self.ok:
-            getattr(self, name).set(float(value), tags={**self.tags, **tags})
-
-    def observe(self, name: str, value: float) -> None:
-        if self.ok:
-            getattr(self, name).observe(float(value), tags=self.tags)
 
 
 # ----------------------------------------------------------------------------- the dispatcher
@@ -190,13 +81,12 @@ class Dispatcher:
         self.replica_count = replica_count
         self.consumer = consumer or f"{self.run_id}@{socket.gethostname()}:{os.getpid()}"
         self.totals = RunTotals()
-        self.metrics = _Metrics(self.run_id)
+        self.metrics = FleetMetrics(self.run_id)
         self.started_at = time.time()
         self.last_errors: deque[dict[str, Any]] = deque(maxlen=20)
         self._recent: deque[tuple[float, int, int]] = deque(maxlen=4096)  # (t, committed, kept)
         self._stop = threading.Event()
         self._draining = threading.Event()
-        self._in_flight = threading.BoundedSemaphore(self.fleet.max_in_flight)
         self._n_in_flight = 0
         self._outstanding: list[_Work] = []
         self._outstanding_lock = threading.Lock()
@@ -208,6 +98,7 @@ class Dispatcher:
         self.finished = False
         self._last_run_write = 0.0
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # notified when a request or a batch completes
 
     # ---------------------------------------------------------------- construction helpers
     @staticmethod
@@ -235,10 +126,12 @@ class Dispatcher:
     def stop(self) -> None:
         """Stop now: in-flight requests are abandoned; leases not yet committed are released."""
         self._stop.set()
+        self._wake()
 
     def drain(self) -> None:
         """Stop leasing; in-flight work finishes and commits; then :meth:`run` returns."""
         self._draining.set()
+        self._wake()
 
     @property
     def draining(self) -> bool:
@@ -259,8 +152,7 @@ class Dispatcher:
                 if max_prompts is not None and self.totals.prompts_leased >= max_prompts:
                     break
                 # Backpressure: lease only when the fleet can take the batch's samples soon.
-                if self._n_in_flight >= self.fleet.max_in_flight or self._outstanding_count() > self._max_outstanding():
-                    time.sleep(0.01)
+                if not self._wait_for(self._has_room, timeout=1.0):
                     continue
                 n = per_batch if max_prompts is None else min(per_batch, max_prompts - self.totals.prompts_leased)
                 self.phase = "lease"
@@ -277,6 +169,20 @@ class Dispatcher:
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
         return self.totals
+
+    def _wake(self) -> None:
+        with self._room:
+            self._room.notify_all()
+
+    def _wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Sleep until ``predicate()`` holds, a stop/drain, or ``timeout``; returns ``predicate()``."""
+        with self._room:
+            return self._room.wait_for(
+                lambda: predicate() or self._stop.is_set() or self._draining.is_set(), timeout=timeout
+            ) and predicate()
+
+    def _has_room(self) -> bool:
+        return self._n_in_flight < self.fleet.max_in_flight and self._outstanding_count() <= self._max_outstanding()
 
     def _max_outstanding(self) -> int:
         per_batch = max(1, self.fleet.lease_batch) * 2
@@ -295,7 +201,8 @@ class Dispatcher:
             self._release_outstanding()
         # wait for every outstanding batch to be committed (drain / until_empty)
         while self._outstanding_count() and not self._stop.is_set():
-            time.sleep(0.02)
+            with self._room:
+                self._room.wait(timeout=1.0)
         self._commits.put(None)
         if self._committer is not None:
             self._committer.join(timeout=self.fleet.commit_retry_s + 60)
@@ -324,16 +231,18 @@ class Dispatcher:
         for lease in leases:
             for index in range(max(1, int(lease.samples_per_prompt))):
                 seed = sample_seed(self.fleet.seed, lease.prompt_id, index)
-                requests.append(SampleRequest(lease.prompt_id, lease.text, index, seed, draw_elevation(seed)))
+                requests.append(SampleRequest(lease.prompt_id, lease.text, index, seed, draw_elevation(seed),
+                                              run_id=self.run_id))
         work = _Work(leases=leases, requests=requests, pending=len(requests))
         with self._outstanding_lock:
             self._outstanding.append(work)
         self.phase = "dispatch"
         for req in requests:
-            while not self._in_flight.acquire(timeout=0.1):
-                if self._stop.is_set():
-                    return
-            with self._lock:
+            with self._room:
+                while self._n_in_flight >= self.fleet.max_in_flight:
+                    if self._stop.is_set():
+                        return
+                    self._room.wait(timeout=1.0)
                 self._n_in_flight += 1
             self.metrics.set("in_flight", self._n_in_flight)
             self._pool.submit(self._run_request, work, req)
@@ -360,9 +269,9 @@ class Dispatcher:
                         continue
                     break
         finally:
-            with self._lock:
+            with self._room:
                 self._n_in_flight -= 1
-            self._in_flight.release()
+                self._room.notify_all()
         if result is not None:
             self.totals.samples_generated += 1
             self.totals.busy_replica_s += float(getattr(result, "gen_s", 0.0))
@@ -399,6 +308,7 @@ class Dispatcher:
                 with self._outstanding_lock:
                     if work in self._outstanding:
                         self._outstanding.remove(work)
+                self._wake()
 
     def _commit(self, work: _Work) -> None:
         if self._stop.is_set():
@@ -422,7 +332,9 @@ class Dispatcher:
         self.phase = "score"
         samples = [work.results[(lease.prompt_id, i)] for lease in ok_leases for i in range(max(1, int(lease.samples_per_prompt)))]
         texts = {lease.prompt_id: lease for lease in ok_leases}
-        records = self._records(samples, texts)
+        if self.fleet.score_on == "dispatcher" or any(s.scores is None or s.media is None for s in samples):
+            finish_samples(samples, [texts[s.prompt_id].text for s in samples], self.settings, self.run_id)
+        records = to_records(samples, texts, self.run_id, self.fleet.quality_threshold)
         self.phase = "commit"
         committed = self._commit_records(records)
         if committed is None:  # gave up: object store / catalog kept failing
@@ -434,60 +346,6 @@ class Dispatcher:
             self._settle(lease, "ack")
         self._maybe_write_run()
         self.phase = "dispatch"
-
-    def _records(self, samples: list[Any], leases: dict[str, Any]) -> list[Any]:
-        from catalog.media import sample_media
-        from catalog.records import SampleRecord, sample_id
-        from engine.quality import score_batch
-
-        records = []
-        # score in groups of equal frame shape (one model, so normally one group)
-        groups: dict[tuple, list[int]] = {}
-        for i, s in enumerate(samples):
-            groups.setdefault(tuple(s.frames.shape), []).append(i)
-        scores: list[Any] = [None] * len(samples)
-        for idx in groups.values():
-            frames = np.stack([samples[i].frames for i in idx])
-            got = score_batch(frames, [leases[samples[i].prompt_id].text for i in idx], settings=self.settings)
-            for i, sc in zip(idx, got):
-                scores[i] = sc
-        threshold = self.fleet.quality_threshold
-        for s, sc in zip(samples, scores):
-            lease = leases[s.prompt_id]
-            sid = sample_id(s.prompt_id, s.sample_index, s.seed, s.checkpoint_id)
-            meta = {
-                "sample_id": sid, "prompt_id": s.prompt_id, "prompt": lease.text, "seed": s.seed,
-                "sample_index": s.sample_index, "checkpoint_id": s.checkpoint_id, "elevation_deg": s.elevation_deg,
-                "azimuths_deg": list(s.azimuths_deg), "radius": s.radius, "fov_deg": s.fov_deg, "run_id": self.run_id,
-            }
-            overall = float(sc.overall)
-            records.append(
-                SampleRecord(
-                    sample_id=sid,
-                    prompt_id=s.prompt_id,
-                    prompt_text=lease.text,
-                    category=lease.category or None,
-                    n_views=int(s.frames.shape[0]),
-                    resolution=int(s.frames.shape[1]),
-                    elevation_deg=float(s.elevation_deg),
-                    azimuths_deg=[float(a) for a in s.azimuths_deg],
-                    radius=float(s.radius),
-                    fov_deg=float(s.fov_deg),
-                    extrinsics=np.asarray(s.extrinsics, dtype=np.float32),
-                    intrinsics=np.asarray(s.intrinsics, dtype=np.float32),
-                    checkpoint_id=s.checkpoint_id,
-                    seed=int(s.seed),
-                    sampler=s.sampler,
-                    steps=int(s.steps),
-                    guidance_scale=float(s.guidance_scale),
-                    **{k: (None if v is None else (float(v) if k.startswith("score_") else v))
-                       for k, v in sc.columns().items()},
-                    status="kept" if overall >= threshold else "rejected",
-                    run_id=self.run_id,
-                    media=sample_media(s.frames, np.asarray(s.extrinsics), np.asarray(s.intrinsics), meta),
-                )
-            )
-        return records
 
     def _existing(self, ids: list[str]) -> set[str]:
         if not ids:
@@ -577,7 +435,7 @@ class Dispatcher:
     def _monitor_loop(self) -> None:
         last = time.monotonic()
         while not self.finished:
-            time.sleep(1.0)
+            time.sleep(MONITOR_INTERVAL_S)
             now = time.monotonic()
             dt, last = now - last, now
             try:
@@ -639,50 +497,6 @@ class Dispatcher:
         except Exception as err:  # noqa: BLE001 - bookkeeping must not stop generation
             self._remember_error("runs", f"{type(err).__name__}: {_first_line(err)}")
             self._reset_catalog()
-
-
-def write_run_row(catalog: Any, run_id: str, status: str, settings: Any, totals: dict, started_at: float,
-                  finished: bool = False, attempts: int = 10) -> None:
-    """Upsert the ``runs`` row of a fleet run (kind 'fleet', settings as config, totals as metrics).
-
-    Totals recounted from the catalog (samples by status for this run) so a restarted
-    dispatcher reports the run's true totals, not only its own.
-    """
-    from datetime import datetime, timezone
-
-    from catalog import schema
-
-    conn = catalog.conn
-    counts = dict(
-        conn.execute("SELECT status, count(*) FROM samples WHERE run_id = ? GROUP BY status", [run_id]).fetchall()
-    )
-    metrics = dict(totals)
-    metrics["catalog_samples"] = int(sum(counts.values()))
-    metrics["catalog_kept"] = int(counts.get("kept", 0))
-    metrics["catalog_rejected"] = int(counts.get("rejected", 0))
-    config = settings.masked() if hasattr(settings, "masked") else {}
-    row = [
-        run_id, "fleet", None, json.dumps({"fleet": config.get("fleet", {}), "queue": config.get("queue", {}),
-                                           "catalog": config.get("catalog", {})}, default=str),
-        status, socket.gethostname(), json.dumps(metrics, default=str),
-        datetime.fromtimestamp(started_at, timezone.utc),
-        datetime.now(timezone.utc) if finished else None,
-    ]
-    for attempt in range(attempts):
-        try:
-            conn.execute("BEGIN TRANSACTION")
-            old = conn.execute("SELECT started_at FROM runs WHERE run_id = ?", [run_id]).fetchone()
-            if old and old[0] is not None:
-                row[7] = old[0]  # a restarted dispatcher keeps the run's start
-            conn.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
-            conn.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-            conn.execute("COMMIT")
-            return
-        except Exception as exc:
-            schema._rollback(conn)
-            if not schema.is_conflict(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
 
 
 def _is_system_error(err: BaseException) -> bool:
