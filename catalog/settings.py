@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
-from catalog.errors import SettingsError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from catalog.errors import SettingsError
 
 
 class S3Settings(BaseModel):
@@ -77,7 +78,11 @@ class ComputeSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="'auto' picks cuda when present")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="autocast dtype on GPU")
     batch_size: int = Field(4, ge=1, description="default batch size for generation and scoring")
-    ray_address: str = Field("", description="empty: start a local Ray; 'auto' or 'ray://host:port' to join one")
+    ray_address: str = Field("", description="empty: start a local Ray; 'auto', host:port (the GCS) or 'ray://host:10001' to join one")
+    metrics_export_port: int = Field(
+        0, ge=0, le=65535,
+        description="Prometheus /metrics port of the local Ray `vf3d fleet up` starts (`vf3d fleet status` prints the URL); 0 = a free port",
+    )
 
 
 class FleetSettings(BaseModel):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -44,11 +43,11 @@ def _parse_autoscale(spec: str) -> tuple[int, int]:
 
 @app.command()
 def up(
-    replicas: Optional[int] = typer.Option(None, "--replicas", "-n", min=0, help="fixed number of generator replicas"),
-    autoscale: Optional[str] = typer.Option(None, "--autoscale", help="MIN:MAX replicas, scaled on queue depth"),
-    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
-    model: Optional[str] = typer.Option(None, "--model", help="'pipeline', 'standin' or module:factory"),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator checkpoint (default: the embedded one)"),
+    replicas: int | None = typer.Option(None, "--replicas", "-n", min=0, help="fixed number of generator replicas"),
+    autoscale: str | None = typer.Option(None, "--autoscale", help="MIN:MAX replicas, scaled on queue depth"),
+    address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP),
+    model: str | None = typer.Option(None, "--model", help="'pipeline', 'standin' or module:factory"),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="generator checkpoint (default: the embedded one)"),
     timeout: float = typer.Option(600.0, help="seconds to wait for the replicas to load"),
 ) -> None:
     """Deploy the fleet (generator replicas + dispatcher) and start consuming the prompt queue."""
@@ -79,7 +78,7 @@ def up(
 @app.command()
 def scale(
     replicas: int = typer.Argument(..., min=0, help="generator replicas to run (autoscaling is turned off)"),
-    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP),
     timeout: float = typer.Option(600.0, help="seconds to wait for the new replica count"),
 ) -> None:
     """Set the number of generator replicas on the running fleet (nothing else restarts)."""
@@ -94,7 +93,7 @@ def scale(
 
 @app.command()
 def status(
-    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the raw status as JSON"),
 ) -> None:
     """Replicas and their state, queue depth by state, samples/s (last minute), accept rate, failures."""
@@ -145,6 +144,12 @@ def status(
             console.print(run)
             for err in (d.get("last_errors") or [])[-5:]:
                 console.print(f"[yellow]error[/] {err.get('what')}: {err.get('error')}", highlight=False)
+    for m in st.get("metrics") or []:
+        if "error" in m:
+            console.print(f"[yellow]metrics endpoints unknown[/]: {m['error']}", highlight=False)
+        else:
+            console.print(f"Prometheus metrics ({'head' if m['head'] else 'worker'} {m['node']}): [bold]{m['url']}[/]",
+                          highlight=False)
     q = st.get("queue") or {}
     if "error" in q:
         console.print(f"[red]queue unreachable[/]: {q['error']}")
@@ -161,7 +166,7 @@ def status(
 @app.command()
 def down(
     drain: bool = typer.Option(True, "--drain/--no-drain", help="let in-flight samples finish and commit first"),
-    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP),
     keep_ray: bool = typer.Option(False, "--keep-ray", help="leave the local Ray started by `fleet up` running"),
     timeout: float = typer.Option(900.0, help="seconds to wait for the drain"),
 ) -> None:
@@ -169,7 +174,8 @@ def down(
     from serve.fleet import ops
 
     settings = _settings()
-    ops.connect(settings, address, start=False)
+    local = ops.local_ray(settings)
+    used = ops.connect(settings, address, start=False)
     with console.status("draining the fleet…" if drain else "stopping the fleet…"):
         final = ops.down(settings, drain=drain, timeout_s=timeout)
     tot = final.get("totals", {})
@@ -177,7 +183,7 @@ def down(
         f"[green]fleet down[/]: run {final.get('run_id', '-')} committed {tot.get('samples_committed', 0)} samples "
         f"({tot.get('samples_kept', 0)} kept), released {tot.get('prompts_released', 0)} leases"
     )
-    if not address and not keep_ray:
+    if local is not None and used == local["address"] and not keep_ray:
         import ray
 
         ray.shutdown()

@@ -7,6 +7,11 @@ port — never 6379, Redis's and Ray's default — no dashboard, ``num_cpus`` = 
 recorded in ``<root>/fleet/ray.json`` so later commands join it and ``down`` stops exactly that
 process; ``auto`` = the cluster this machine belongs to; ``host:port`` / ``ray://host:10001`` =
 an existing cluster.
+
+Metrics: every Ray node's metrics agent serves the fleet's ``vf3d_fleet_*`` metrics (with Ray's
+``ray_`` prefix, counters with ``_total``) in Prometheus text format at
+``http://<node-ip>:<metrics_export_port>/metrics``; the local Ray takes its port from
+``compute.metrics_export_port`` and :func:`status` lists every node's URL.
 """
 
 from __future__ import annotations
@@ -45,25 +50,50 @@ def free_port(avoid: tuple[int, ...] = (6379,)) -> int:
             return port
 
 
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
 def start_local_ray(settings: Any, num_cpus: int | None = None, timeout_s: float = 90.0) -> str:
-    """Start a local Ray head (``ray start --head --block`` in its own session); returns its address."""
+    """Start a local Ray head (``ray start --head --block`` in its own session); returns its address.
+
+    Its Prometheus endpoint listens on ``compute.metrics_export_port`` (0: a free port picked
+    here); ``ray.json`` records the port and the URL."""
     state = _state_file(settings)
     state.parent.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    metrics_port = int(settings.compute.metrics_export_port)
+    if not metrics_port:
+        metrics_port = free_port(avoid=(6379, port))
+    elif metrics_port == port or _port_in_use(metrics_port):
+        raise FleetError(
+            f"metrics port {metrics_port} (VF3D_COMPUTE__METRICS_EXPORT_PORT) is already in use; "
+            "set it to a free port, or to 0 to let `vf3d fleet up` pick one"
+        )
     cpus = int(num_cpus or os.cpu_count() or 1)
     ray_bin = Path(sys.executable).parent / "ray"
     cmd = [
         str(ray_bin) if ray_bin.exists() else "ray", "start", "--head", f"--port={port}",
-        f"--num-cpus={cpus}", "--include-dashboard=false", "--disable-usage-stats", "--block",
+        f"--num-cpus={cpus}", "--include-dashboard=false", "--disable-usage-stats",
+        f"--metrics-export-port={metrics_port}", "--block",
     ]
-    token = _auth_env(settings, create=True)
-    log = open(state.parent / "ray-head.log", "ab")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **token})
+    env = {**os.environ, **_auth_env(settings, create=True)}
+    # `down` stops this node after the fleet has drained: Ray's SIGTERM node drain (30 s by
+    # default, waiting for the detached Serve controller to go idle) has nothing to migrate here
+    env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
+    log_path = state.parent / "ray-head.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise FleetError(f"local Ray did not start (exit {proc.returncode}); see {state.parent / 'ray-head.log'}")
+            raise FleetError(f"local Ray did not start (exit {proc.returncode}); see {log_path}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
@@ -71,8 +101,11 @@ def start_local_ray(settings: Any, num_cpus: int | None = None, timeout_s: float
             time.sleep(0.5)
     else:
         proc.terminate()
-        raise FleetError(f"local Ray did not answer on {address} within {timeout_s:.0f}s; see {state.parent / 'ray-head.log'}")
-    state.write_text(json.dumps({"address": address, "pid": proc.pid, "started": time.time()}))
+        raise FleetError(f"local Ray did not answer on {address} within {timeout_s:.0f}s; see {log_path}")
+    state.write_text(json.dumps({
+        "address": address, "pid": proc.pid, "started": time.time(), "metrics_export_port": metrics_port,
+        "metrics_url": f"http://127.0.0.1:{metrics_port}/metrics",
+    }))
     return address
 
 
@@ -104,7 +137,8 @@ def local_ray(settings: Any) -> dict[str, Any] | None:
 
 
 def stop_local_ray(settings: Any, timeout_s: float = 30.0) -> bool:
-    """SIGTERM the ``ray start --block`` process recorded by :func:`start_local_ray` (it stops its node)."""
+    """SIGTERM the ``ray start --block`` process recorded by :func:`start_local_ray` (it stops its
+    node); SIGKILL its process group if it has not exited after ``timeout_s``."""
     info = local_ray(settings)
     state = _state_file(settings)
     if info is None:
@@ -119,41 +153,165 @@ def stop_local_ray(settings: Any, timeout_s: float = 30.0) -> bool:
         except OSError:
             break
         time.sleep(0.3)
+    else:
+        try:
+            os.killpg(pid, signal.SIGKILL)  # its own session: start_new_session=True
+        except OSError:
+            pass
     state.unlink(missing_ok=True)
     return True
 
 
+ADDRESS_FORMS = "empty (a local Ray started here), 'auto', host:port (the GCS, e.g. 10.0.0.5:6379) or ray://host:10001"
+
+
+def check_address(address: str) -> str:
+    """The address stripped, or :class:`FleetError` naming the accepted forms (see the module docstring)."""
+    address = address.strip()
+    if address in ("", "auto"):
+        return address
+    if address == "local":
+        raise FleetError(
+            "--address local would start a Ray inside this command that dies with it (and the fleet with it); "
+            f"leave the address empty to start a local Ray that outlives the command; accepted: {ADDRESS_FORMS}"
+        )
+    scheme, sep, rest = address.partition("://")
+    if sep and scheme != "ray":
+        hint = " (port 8265 is the dashboard/Jobs API, not a Ray address)" if rest.rstrip("/").endswith(":8265") else ""
+        raise FleetError(f"Ray address {address!r} has scheme {scheme + '://'!r}{hint}; accepted: {ADDRESS_FORMS}")
+    hostport = rest if sep else address
+    host, colon, port = hostport.rpartition(":")
+    if not colon:
+        if sep and hostport and "/" not in hostport:  # ray://host: Ray Client's default port 10001
+            return address
+        raise FleetError(f"Ray address {address!r} lacks a port; accepted: {ADDRESS_FORMS}")
+    if not host or "/" in hostport or not port.isdigit() or not 0 < int(port) < 65536:
+        raise FleetError(f"Ray address {address!r} is not host:port with a port 1-65535; accepted: {ADDRESS_FORMS}")
+    return address
+
+
+def _set_ray_env(env: dict[str, str]) -> None:
+    """Set Ray auth variables for this process; Ray's C++ config re-reads them (before ``ray.init``)."""
+    os.environ.update(env)
+    from ray._raylet import Config
+
+    Config.initialize("")
+
+
+def _is_this_machine(host: str) -> bool:
+    try:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+    except OSError:
+        return False
+    return True
+
+
+def _same_cluster(address: str, local_address: str) -> bool:
+    """``address`` (host:port) is the GCS of the local Ray recorded here (by port, on this machine)."""
+    host, _, port = address.rpartition(":")
+    return port == local_address.rpartition(":")[2] and _is_this_machine(host)
+
+
+def _resolve_auto() -> str:
+    """What Ray's ``auto`` means here: RAY_ADDRESS, else the cluster the last ``ray start`` on this
+    machine recorded (``<RAY_TMPDIR or /tmp>/ray/ray_current_cluster``), else a running GCS."""
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    if env and env != "auto":
+        return check_address(env)
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        found = canonicalize_bootstrap_address("auto")
+    except (ConnectionError, ValueError):
+        found = None
+    if not found:
+        raise FleetError(
+            "--address auto found no Ray cluster on this machine (no address left by `ray start` in "
+            "<RAY_TMPDIR or /tmp>/ray/ray_current_cluster, no GCS process, no RAY_ADDRESS); start one with "
+            "`ray start --head`, or give host:port or ray://host:10001, or leave the address empty for a local Ray"
+        )
+    return found
+
+
+def _gcs_auth_mode(address: str) -> str | None:
+    """What the GCS at host:port asks of clients: ``token``, ``disabled``, or None if it cannot be asked.
+
+    A client without auth is refused at once by a token cluster and served by one without."""
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    _set_ray_env({"RAY_AUTH_MODE": "disabled"})
+    try:
+        GcsClient(address=address)
+    except AuthenticationError:
+        return "token"
+    except Exception:  # noqa: BLE001 - unreachable etc.: ray.init reports it
+        return None
+    finally:
+        os.environ.pop("RAY_AUTH_MODE", None)
+        _set_ray_env({})
+    return "disabled"
+
+
 def connect(settings: Any, address: str | None = None, *, start: bool = True) -> str:
-    """``ray.init`` to the fleet's cluster (see the module docstring); returns the address used."""
-    address = address if address is not None else (settings.compute.ray_address or "")
+    """``ray.init`` to the fleet's cluster (see the module docstring); returns the address used
+    (``auto`` resolved to the cluster's host:port).
+
+    Token auth: the local Ray started here uses its own token. For a cluster joined by host:port
+    or ``auto``, unless ``RAY_AUTH_MODE`` is set, the driver takes the cluster's own mode (asked of
+    its GCS): Ray's ``auto`` would otherwise turn token auth on whenever ``~/.ray/auth_token``
+    exists, and a token driver on a cluster without auth connects but never gets replies from
+    Serve replicas."""
+    address = check_address(address if address is not None else (settings.compute.ray_address or ""))
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         return address or "current"
+    local = local_ray(settings)
     if not address:
-        info = local_ray(settings)
-        if info is not None:
-            address = info["address"]
+        if local is not None:
+            address = local["address"]
         elif start:
             address = start_local_ray(settings)
+            local = local_ray(settings)
         else:
             raise FleetError("no fleet is running here (no local Ray recorded); start one with `vf3d fleet up`")
-        # token auth of our own local Ray; set before Ray's C++ config is loaded
-        os.environ.update(_auth_env(settings))
-        if "ray" in sys.modules:
-            from ray._raylet import Config
-
-            Config.initialize("")
+    elif address == "auto":
+        address = _resolve_auto()
+    if not address.startswith("ray://"):  # (Ray Client: its server handles auth)
+        if local is not None and _same_cluster(address, local["address"]):
+            _set_ray_env(_auth_env(settings))  # our own local Ray's token
+        elif "RAY_AUTH_MODE" not in os.environ:
+            mode = _gcs_auth_mode(address)
+            if mode is not None:
+                _set_ray_env({"RAY_AUTH_MODE": mode})
     import ray
 
     try:
         ray.init(address=address, namespace=RAY_NAMESPACE, logging_level="WARNING", log_to_driver=False)
     except Exception as err:  # noqa: BLE001
+        ours = (f" (the local Ray `vf3d fleet up` started at {local['address']} takes the token in "
+                f"{_state_file(settings).parent / 'auth_token'}: leave --address empty to join it)") if local else ""
         raise FleetError(
             f"cannot connect to Ray at {address!r}: {type(err).__name__}: {err}. "
-            "Pass --address auto (this machine's cluster), host:port or ray://host:10001, "
-            "or leave it empty to start a local Ray (a cluster with token auth needs RAY_AUTH_MODE=token "
-            "and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN_PATH)"
+            f"Give --address as {ADDRESS_FORMS}; "
+            "a cluster with token auth needs its token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
+            f"{ours}"
         ) from None
     return address
+
+
+def metrics_urls() -> list[dict[str, Any]]:
+    """Every alive node's Prometheus endpoint (Ray's metrics agent): ``[{node, url}]``."""
+    import ray
+
+    out = []
+    for node in ray.nodes():
+        port = int(node.get("MetricsExportPort") or 0)
+        if node.get("Alive") and port > 0:
+            ip = node.get("NodeManagerAddress", "127.0.0.1")
+            out.append({"node": ip, "head": bool(node.get("Resources", {}).get("node:__internal_head__")),
+                        "url": f"http://{ip}:{port}/metrics"})
+    return sorted(out, key=lambda m: (not m["head"], m["node"]))
 
 
 # ----------------------------------------------------------------------------- Serve
@@ -245,11 +403,16 @@ def dispatcher(settings: Any):
 
 
 def status(settings: Any, queue: Any = None) -> dict[str, Any]:
-    """Replicas and their states, queue depth by state, the dispatcher's rates, totals, last errors."""
+    """Replicas and their states, queue depth by state, the dispatcher's rates, totals, last errors,
+    and each node's Prometheus URL (``metrics``)."""
     from ray import serve
 
     app_name = settings.fleet.app_name
     out: dict[str, Any] = {"app": app_name, "deployed": False}
+    try:
+        out["metrics"] = metrics_urls()
+    except Exception as err:  # noqa: BLE001
+        out["metrics"] = [{"error": f"{type(err).__name__}: {err}"}]
     app = serve.status().applications.get(app_name)
     if app is not None:
         out["deployed"] = True
