@@ -2,25 +2,28 @@
 
 A. The multi-view model on CPU (the embedded default checkpoint; when it is absent, a
    checkpoint of the same architecture from ``MultiViewVideoPipeline.from_config`` — same
-   compute, fresh weights — and the JSON says so):
-   * raw pipeline samples/s in this process on the same cores (batches of max_batch_size), with
-     as many torch threads as cores ("raw 1 x 2 threads" on 2 cores);
-   * raw pipeline samples/s in N independent spawned processes with the threads each of the
-     N-replica fleet's replicas gets ("raw 2 x 1 thread" on 2 cores), clock started at a barrier
-     after every process has loaded and warmed the model;
-   * the whole fleet (dispatcher + Serve replicas + scoring + media + DuckLake commits) with
-     1 and 2 replicas; engine overhead = 1 - fleet samples/s / raw samples/s, each fleet against
-     the raw baseline that uses the cores the same way (1 replica vs one process, 2 replicas vs
-     two processes); the overhead against the one-process baseline is kept for every fleet.
+   compute, fresh weights — and the JSON says so). For 1 and 2 replicas:
+   * the raw pipeline (no engine) in spawned processes that use the cores the way the fleet's
+     replicas do: 1 process x 2 torch threads against 1 replica, 2 processes x 1 thread against
+     2 replicas, each calling the pipeline as a replica does (in a worker thread, with the
+     replica's OMP_NUM_THREADS) — the baseline — and, for reference, plainly (main thread,
+     default environment); models loaded and warmed, each round started at a barrier;
+   * the whole fleet (dispatcher + Serve replicas + scores + media + DuckLake commits + acks),
+     warmed; a round is enqueue -> every prompt done, timed by the driver;
+   * rounds: raw (no Ray running at all), then the fleet's (Ray started, fleet up and warmed),
+     then raw again, so slow drift of the machine hits both alike; engine overhead = 1 - fleet
+     samples/s / raw samples/s over all rounds; every round's rate is kept, and the CPU cores
+     used by each group of processes (replicas, dispatcher, Serve controller, Ray system,
+     Postgres, raw workers, the driver, other) in each kind of round.
 B. The fixed-latency stand-in (latency-bound, num_cpus=0.1 per replica, so 16 fit on 2 cores):
    * "serve": samples/s through the DeploymentHandle alone (routing + @serve.batch) vs the ideal
      replicas x batch / latency -> orchestration efficiency;
-   * "engine": the same through the full dispatcher (scoring, media, commits) -> where the single
+   * "engine": the same through the full dispatcher (scores, media, commits) -> where the single
      committer becomes the bottleneck.
 
-    .venv/bin/python bench/fleet_bench.py [--quick]
+    .venv/bin/python bench/fleet_bench.py [--quick] [--only model|standin] [--rounds R --samples N]
 
-Writes bench/results/fleet_bench.json and prints a table. Postgres on 127.0.0.1:5432 is used
+Writes bench/results/fleet_bench.json and prints tables. Postgres on 127.0.0.1:5432 is used
 for the queue and the catalog metadata (the fleet's production path).
 """
 
@@ -66,7 +69,7 @@ def _wait_done(queue, total: int, timeout_s: float = 1800.0) -> float:
         st = queue.stats()
         if st["done"] + st["dead"] >= total:
             return time.perf_counter()
-        time.sleep(0.1)
+        time.sleep(0.2)
     raise RuntimeError(f"queue not done after {timeout_s}s: {queue.stats()}")
 
 
@@ -82,88 +85,176 @@ def checkpoint(tmp: Path) -> tuple[str, str]:
     return str(path), "default architecture, fresh weights (embedded default checkpoint not present)"
 
 
-def raw_pipeline(ckpt: str, samples: int, batch: int, threads: int) -> dict:
+class RawWorkers:
+    """``procs`` spawned processes with the pipeline loaded and warmed, generating on command.
+
+    ``like_replica``: each process runs the pipeline the way a fleet replica does — in a worker
+    thread, with the replica's ``OMP_NUM_THREADS`` (its CPUs, rounded) —
+    so the comparison isolates the engine; otherwise plainly (main thread, default environment).
+    On 2 cores those thread set-ups alone move the pipeline's speed by about ±10 %.
+
+    A round splits batches of ``batch`` round-robin over the processes and is timed from a
+    barrier (all start together) to the last process done (CLOCK_MONOTONIC is shared on Linux).
+    """
+
+    def __init__(self, ckpt: str, procs: int, threads: int, batch: int, like_replica: bool = False,
+                 num_cpus: float = 1.0):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.batch, self.procs, self.threads = batch, procs, threads
+        self.barrier = ctx.Barrier(procs)
+        self.inboxes = [ctx.Queue() for _ in range(procs)]
+        self.results = ctx.Queue()
+        omp = str(max(1, round(num_cpus))) if like_replica else ""  # serve.fleet.app.replica_threads
+        self.ps = [ctx.Process(target=_raw_worker,
+                               args=(ckpt, threads, batch, self.barrier, inbox, self.results, like_replica, omp))
+                   for inbox in self.inboxes]
+        for p in self.ps:
+            p.start()
+        self.info = [self.results.get(timeout=600) for _ in self.ps]  # loaded and warmed
+        self.pids = {p.pid for p in self.ps}
+
+    def round(self, start: int, n: int) -> float:
+        batches = [(s, min(self.batch, start + n - s)) for s in range(start, start + n, self.batch)]
+        for k, inbox in enumerate(self.inboxes):
+            inbox.put(batches[k::self.procs])
+        outs = [self.results.get(timeout=1800) for _ in self.ps]
+        return max(o["t1"] for o in outs) - min(o["t0"] for o in outs)
+
+    def close(self) -> None:
+        for inbox in self.inboxes:
+            inbox.put(None)
+        for p in self.ps:
+            p.join(timeout=60)
+
+
+def _raw_worker(ckpt: str, threads: int, batch: int, barrier, inbox, results, in_thread: bool, omp: str) -> None:
+    if omp:
+        os.environ["OMP_NUM_THREADS"] = omp  # before torch loads, as in a Ray worker
     import torch
 
     from engine.mvgen import MultiViewVideoPipeline
 
     torch.set_num_threads(threads)
     pipe = MultiViewVideoPipeline.from_pretrained(ckpt, device="cpu")
-    pipe(["warm up"] * batch, seed=list(range(batch)))
-    done, t0 = 0, time.perf_counter()
-    while done < samples:
-        n = min(batch, samples - done)
-        pipe([f"a red ceramic vase {done + i}" for i in range(n)], seed=list(range(done, done + n)))
-        done += n
-    elapsed = time.perf_counter() - t0
-    return {"samples": samples, "seconds": elapsed, "samples_per_s": samples / elapsed, "threads": threads,
-            "steps": pipe.config.default_steps, "views": pipe.config.num_views, "resolution": pipe.config.resolution}
+    executor = ThreadPoolExecutor(1) if in_thread else None
+
+    def run(jobs: list[tuple[int, int]]) -> None:
+        for start, n in jobs:
+            pipe([f"a red ceramic vase {start + i}" for i in range(n)], seed=list(range(start, start + n)))
+
+    def call(jobs: list[tuple[int, int]]) -> None:
+        executor.submit(run, jobs).result() if executor else run(jobs)
+
+    call([(0, batch)])  # warm up
+    results.put({"steps": pipe.config.default_steps, "views": pipe.config.num_views, "resolution": pipe.config.resolution})
+    while (jobs := inbox.get()) is not None:
+        barrier.wait()
+        t0 = time.perf_counter()
+        call(jobs)
+        results.put({"t0": t0, "t1": time.perf_counter()})
 
 
-def _raw_worker(ckpt: str, threads: int, jobs: list[tuple[int, int]], batch: int, barrier, results) -> None:
-    """One raw process: load + warm the model, wait at the barrier, generate its batches."""
-    import torch
+class FleetUnderTest:
+    """The fleet with ``replicas`` replicas of the model, up and warmed; a round = enqueue -> all done."""
 
-    from engine.mvgen import MultiViewVideoPipeline
+    def __init__(self, ckpt: str, replicas: int, batch: int, root: Path, dsn: str):
+        from engine.queue import PromptQueue
+        from serve.fleet import ops
 
-    torch.set_num_threads(threads)
-    pipe = MultiViewVideoPipeline.from_pretrained(ckpt, device="cpu")
-    pipe(["warm up"] * batch, seed=list(range(batch)))
-    barrier.wait()
-    t0 = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes on Linux
-    for start, n in jobs:
-        pipe([f"a red ceramic vase {start + i}" for i in range(n)], seed=list(range(start, start + n)))
-    results.put({"t0": t0, "t1": time.perf_counter(), "samples": sum(n for _, n in jobs),
-                 "steps": pipe.config.default_steps, "views": pipe.config.num_views,
-                 "resolution": pipe.config.resolution})
+        total = float(os.cpu_count() or 2)
+        self.cpus = round((total - 0.2) / replicas, 2)  # the dispatcher reserves 0.2; torch threads = round(num_cpus)
+        self.replicas = replicas
+        self.settings = _settings(root, dsn, model="pipeline", checkpoint=ckpt, replicas=replicas, num_cpus=self.cpus,
+                                  dispatcher_num_cpus=0.2, max_batch_size=batch, batch_wait_timeout_s=0.5,
+                                  lease_batch=batch * replicas, max_in_flight=batch * replicas * 2)
+        self.queue = PromptQueue.from_settings(self.settings)
+        self.queue.purge()
+        ops.up(self.settings, timeout_s=600)
+        self.total = 0
+        self.round(0, batch * replicas * 2, tag="warm")
 
+    def round(self, start: int, n: int, tag: str = "run") -> float:
+        _enqueue(self.queue, start, n, f"{tag}{self.replicas}")
+        t0 = time.perf_counter()
+        self.total += n
+        return _wait_done(self.queue, self.total) - t0
 
-def raw_processes(ckpt: str, samples: int, batch: int, procs: int, threads: int) -> dict:
-    """The same prompts/seeds/batches as ``raw_pipeline``, split round-robin over ``procs`` spawned
-    processes with ``threads`` torch threads each; wall clock from the barrier (all models loaded
-    and warmed, as the fleet's replicas are before its clock starts) to the last process done."""
-    import multiprocessing as mp
+    def close(self) -> dict:
+        from serve.fleet import ops
 
-    ctx = mp.get_context("spawn")
-    batches = [(s, min(batch, samples - s)) for s in range(0, samples, batch)]
-    barrier = ctx.Barrier(procs)
-    results = ctx.Queue()
-    ps = [ctx.Process(target=_raw_worker, args=(ckpt, threads, batches[k::procs], batch, barrier, results))
-          for k in range(procs)]
-    for p in ps:
-        p.start()
-    outs = [results.get(timeout=1800) for _ in ps]
-    for p in ps:
-        p.join(timeout=60)
-        if p.exitcode != 0:
-            raise RuntimeError(f"raw worker exited with {p.exitcode}")
-    elapsed = max(o["t1"] for o in outs) - min(o["t0"] for o in outs)
-    return {"samples": samples, "seconds": elapsed, "samples_per_s": samples / elapsed, "processes": procs,
-            "threads_each": threads, "per_process_seconds": [o["t1"] - o["t0"] for o in outs],
-            "steps": outs[0]["steps"], "views": outs[0]["views"], "resolution": outs[0]["resolution"]}
+        return ops.down(self.settings, drain=True, timeout_s=600)
 
 
-def fleet_model(ckpt: str, replicas: int, samples: int, batch: int, root: Path, dsn: str) -> dict:
-    from engine.queue import PromptQueue
-    from serve.fleet import ops
+def overhead_point(ckpt: str, replicas: int, rounds: int, samples: int, batch: int, root: Path, dsn: str) -> dict:
+    """Raw rounds with no Ray running, then the fleet's rounds, then raw rounds again (see the
+    module docstring): ``rounds`` fleet rounds and ``rounds`` raw rounds run like a replica (the
+    baseline), split before and after, plus one plain raw round before and one after."""
+    import ray
 
-    total = float(os.cpu_count() or 2)
-    cpus = round((total - 0.2) / replicas, 2)  # the dispatcher reserves 0.2; torch threads = round(num_cpus)
-    settings = _settings(root, dsn, model="pipeline", checkpoint=ckpt, replicas=replicas, num_cpus=cpus,
-                         dispatcher_num_cpus=0.2, max_batch_size=batch, batch_wait_timeout_s=0.5,
-                         lease_batch=batch * replicas, max_in_flight=batch * replicas * 2)
-    queue = PromptQueue.from_settings(settings)
-    queue.purge()
-    ops.up(settings, timeout_s=600)
-    warm = batch * replicas
-    _enqueue(queue, 0, warm, f"warm{replicas}")
-    _wait_done(queue, warm)
-    _enqueue(queue, warm, samples, f"run{replicas}")
-    t0 = time.perf_counter()
-    t1 = _wait_done(queue, warm + samples)
-    final = ops.down(settings, drain=True, timeout_s=600)
-    return {"replicas": replicas, "num_cpus_each": cpus, "samples": samples, "seconds": t1 - t0,
-            "samples_per_s": samples / (t1 - t0), "dispatcher_totals": final.get("totals", {})}
+    from _common import cpu_by_group, cpu_seconds
+
+    cpus = os.cpu_count() or 2
+    threads = max(1, round((cpus - 0.2) / replicas))
+    num_cpus = round((cpus - 0.2) / replicas, 2)  # what FleetUnderTest gives each replica
+    raw = RawWorkers(ckpt, procs=replicas, threads=threads, batch=batch, like_replica=True, num_cpus=num_cpus)
+    plain = RawWorkers(ckpt, procs=replicas, threads=threads, batch=batch)
+    own = {"raw workers": raw.pids | plain.pids, "bench driver": {os.getpid()}}
+    times: dict[str, list[float]] = {"raw": [], "plain": [], "fleet": []}
+    cores: dict[str, list[dict]] = {"raw": [], "plain": [], "fleet": []}
+    start = 10_000 * replicas
+    final: dict = {}
+
+    def timed(kind: str, run) -> None:
+        nonlocal start
+        before = cpu_seconds()
+        seconds = run(start, samples)
+        cores[kind].append(cpu_by_group(before, cpu_seconds(), seconds, own))
+        times[kind].append(seconds)
+        start += samples
+        print(f"  {replicas} replica(s), {kind} round {len(times[kind])}: {samples / seconds:.3f} samples/s", flush=True)
+
+    try:
+        before_rounds = (rounds + 1) // 2
+        for _ in range(before_rounds):
+            timed("raw", raw.round)
+        timed("plain", plain.round)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, namespace="vf3d", logging_level="ERROR",
+                 log_to_driver=False)
+        fleet = FleetUnderTest(ckpt, replicas, batch, root, dsn)
+        try:
+            for _ in range(rounds):
+                timed("fleet", fleet.round)
+        finally:
+            final = fleet.close()
+            ray.shutdown()
+        timed("plain", plain.round)
+        for _ in range(rounds - before_rounds):
+            timed("raw", raw.round)
+    finally:
+        raw.close()
+        plain.close()
+    n = samples * rounds
+    raw_rate, fleet_rate = n / sum(times["raw"]), n / sum(times["fleet"])
+
+    def mean_cores(rows: list[dict]) -> dict[str, float]:
+        groups = sorted({g for r in rows for g in r})
+        return {g: round(sum(r.get(g, 0.0) for r in rows) / len(rows), 3) for g in groups}
+
+    return {
+        "replicas": replicas, "num_cpus_each": fleet.cpus, "raw_processes": replicas, "raw_threads_each": threads,
+        "rounds": rounds, "samples_per_round": samples, "raw_seconds": times["raw"], "fleet_seconds": times["fleet"],
+        "raw_samples_per_s_by_round": [samples / t for t in times["raw"]],
+        "fleet_samples_per_s_by_round": [samples / t for t in times["fleet"]],
+        "plain_samples_per_s_by_round": [samples / t for t in times["plain"]],
+        "raw_samples_per_s": raw_rate, "fleet_samples_per_s": fleet_rate,
+        "plain_samples_per_s": len(times["plain"]) * samples / sum(times["plain"]),
+        "engine_overhead": 1.0 - fleet_rate / raw_rate,
+        "engine_overhead_vs_plain": 1.0 - fleet_rate * sum(times["plain"]) / (len(times["plain"]) * samples),
+        "cores_in_raw_rounds": mean_cores(cores["raw"]), "cores_in_fleet_rounds": mean_cores(cores["fleet"]),
+        "model": raw.info[0], "dispatcher_totals": final.get("totals", {}),
+    }
 
 
 # ----------------------------------------------------------------------------- B. the stand-in
@@ -235,53 +326,30 @@ def main() -> None:
     from rich.table import Table
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
-    ap.add_argument("--samples", type=int, default=16, help="model samples per configuration")
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 8 samples, stand-in up to 4 replicas (a smoke run)")
+    ap.add_argument("--rounds", type=int, default=4, help="rounds of each kind per replica count (raw split before/after)")
+    ap.add_argument("--samples", type=int, default=24, help="model samples per round (a multiple of 8 keeps batches full)")
     ap.add_argument("--only", choices=["model", "standin"], help="run one part only")
     args = ap.parse_args()
-    samples = 8 if args.quick else args.samples
+    rounds, samples = (2, 8) if args.quick else (args.rounds, args.samples)
     batch = 4
     cpus = os.cpu_count() or 2
     dsn = services.create_pg_database()
     tmp = Path(tempfile.mkdtemp(prefix="vf3d-fleet-bench-"))
     t_start = time.perf_counter()
+    ckpt_kind, points, standin = None, [], []
+    load_before = os.getloadavg()
     try:
-        ckpt_kind, raw, raw_mp, fleet, standin = None, None, None, [], []
-        load_before = os.getloadavg()
-        # threads per replica of the 2-replica fleet (fleet_model: num_cpus = (cpus - 0.2) / 2, threads = round)
-        mp_procs, mp_threads = 2, max(1, round((cpus - 0.2) / 2))
         if args.only != "standin":
             ckpt, ckpt_kind = checkpoint(tmp)
-            raw = raw_pipeline(ckpt, samples, batch, threads=cpus)
-            print(f"raw pipeline, 1 process x {cpus} threads: {raw['samples_per_s']:.3f} samples/s", flush=True)
-            raw_mp = raw_processes(ckpt, samples, batch, mp_procs, mp_threads)
-            print(f"raw pipeline, {mp_procs} processes x {mp_threads} thread(s): {raw_mp['samples_per_s']:.3f} samples/s",
-                  flush=True)
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, namespace="vf3d", logging_level="ERROR",
-                 log_to_driver=False)
-        if args.only != "standin":
             for r in (1, 2):
-                fleet.append(fleet_model(ckpt, r, samples, batch, tmp / "fleet", dsn))
-                print(f"fleet {r} replica(s): {fleet[-1]['samples_per_s']:.3f} samples/s", flush=True)
-            # the raw baseline again, after the fleet runs: the machine is shared, so bracket the fleet
-            raw_after = raw_pipeline(ckpt, samples, batch, threads=cpus)
-            print(f"raw pipeline, 1 process (again): {raw_after['samples_per_s']:.3f} samples/s", flush=True)
-            raw_mp_after = raw_processes(ckpt, samples, batch, mp_procs, mp_threads)
-            print(f"raw pipeline, {mp_procs} processes (again): {raw_mp_after['samples_per_s']:.3f} samples/s", flush=True)
-            raw["samples_per_s_runs"] = [raw["samples_per_s"], raw_after["samples_per_s"]]
-            raw["samples_per_s"] = sum(raw["samples_per_s_runs"]) / 2
-            raw_mp["samples_per_s_runs"] = [raw_mp["samples_per_s"], raw_mp_after["samples_per_s"]]
-            raw_mp["samples_per_s"] = sum(raw_mp["samples_per_s_runs"]) / 2
-            for f in fleet:
-                same = raw if f["replicas"] == 1 else raw_mp
-                f["baseline"] = "raw_pipeline" if f["replicas"] == 1 else "raw_processes"
-                f["engine_overhead"] = 1.0 - f["samples_per_s"] / same["samples_per_s"]
-                f["engine_overhead_vs_one_process"] = 1.0 - f["samples_per_s"] / raw["samples_per_s"]
+                points.append(overhead_point(ckpt, r, rounds, samples, batch, tmp / "fleet", dsn))
         if args.only != "model":
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, namespace="vf3d", logging_level="ERROR",
+                     log_to_driver=False)
             counts = [1, 2, 4] if args.quick else [1, 2, 4, 8, 16]
             standin = standin_points(counts, latency=1.0, batch=batch, seconds=4.0 if args.quick else 8.0,
-                                     root=tmp / "fleet", dsn=dsn)
-            print("stand-in done", flush=True)
+                                     root=tmp / "fleet", dsn=dsn)  # one root per catalog (one data path)
         ray.shutdown()
     finally:
         services.drop_pg_database(dsn)
@@ -289,9 +357,7 @@ def main() -> None:
     result = {
         "machine": {"cpus": cpus},
         "checkpoint": ckpt_kind,
-        "raw_pipeline": raw,
-        "raw_processes": raw_mp,
-        "fleet_model": fleet,
+        "model_overhead": points,
         "standin": {"latency_s": 1.0, "max_batch_size": batch, "points": standin},
         "load_average_before": load_before,
         "load_average": os.getloadavg(),
@@ -302,29 +368,38 @@ def main() -> None:
     write_results(result, out)
 
     con = Console()
-    if raw is not None:
-        t = Table(title=f"fleet, multi-view model on {cpus} CPU cores ({ckpt_kind}; {raw['steps']} steps, "
-                        f"{raw['views']} views, {raw['resolution']} px, batch {batch})")
-        for c in ("setup", "samples/s", "engine overhead (same cores use)", "vs 1 process"):
+    if points:
+        m = points[0]["model"]
+        t = Table(title=f"engine overhead, multi-view model on {cpus} CPU cores ({ckpt_kind}; {m['steps']} steps, "
+                        f"{m['views']} views, {m['resolution']} px, batch {batch}; {rounds} rounds x {samples} samples each)")
+        for c in ("replicas", "raw baseline", "raw samples/s (rounds)", "fleet samples/s (rounds)", "engine overhead",
+                  "plain raw (rounds)", "vs plain"):
             t.add_column(c, justify="right")
-        runs = " / ".join(f"{v:.3f}" for v in raw["samples_per_s_runs"])
-        t.add_row(f"raw, 1 process x {raw['threads']} threads (before / after: {runs})", f"{raw['samples_per_s']:.3f}",
-                  "baseline (1 replica)", "baseline")
-        runs = " / ".join(f"{v:.3f}" for v in raw_mp["samples_per_s_runs"])
-        t.add_row(f"raw, {raw_mp['processes']} processes x {raw_mp['threads_each']} thread(s) (before / after: {runs})",
-                  f"{raw_mp['samples_per_s']:.3f}", "baseline (2 replicas)",
-                  f"{1.0 - raw_mp['samples_per_s'] / raw['samples_per_s']:.1%}")
-        for f in fleet:
-            t.add_row(f"fleet, {f['replicas']} replica(s)", f"{f['samples_per_s']:.3f}", f"{f['engine_overhead']:.1%}",
-                      f"{f['engine_overhead_vs_one_process']:.1%}")
+        for p in points:
+            t.add_row(str(p["replicas"]), f"{p['raw_processes']} proc x {p['raw_threads_each']} thr",
+                      f"{p['raw_samples_per_s']:.3f} ({' '.join(f'{x:.2f}' for x in p['raw_samples_per_s_by_round'])})",
+                      f"{p['fleet_samples_per_s']:.3f} ({' '.join(f'{x:.2f}' for x in p['fleet_samples_per_s_by_round'])})",
+                      f"{p['engine_overhead']:.1%}",
+                      f"{p['plain_samples_per_s']:.3f} ({' '.join(f'{x:.2f}' for x in p['plain_samples_per_s_by_round'])})",
+                      f"{p['engine_overhead_vs_plain']:.1%}")
         con.print(t)
-    s = Table(title=f"fixed-latency stand-in (1.0 s per batch of {batch}, num_cpus 0.1 per replica)")
-    for c in ("replicas", "ideal/s", "serve/s", "serve eff.", "engine/s", "engine eff."):
-        s.add_column(c, justify="right")
-    for p in standin:
-        s.add_row(str(p["replicas"]), f"{p['ideal_samples_per_s']:.1f}", f"{p['serve_samples_per_s']:.1f}",
-                  f"{p['serve_efficiency']:.0%}", f"{p['engine_samples_per_s']:.1f}", f"{p['engine_efficiency']:.0%}")
-    con.print(s)
+        c = Table(title="CPU cores used, mean over rounds (fleet rounds / raw rounds)")
+        groups = sorted({g for p in points for k in ("cores_in_fleet_rounds", "cores_in_raw_rounds") for g in p[k]})
+        c.add_column("group")
+        for p in points:
+            c.add_column(f"{p['replicas']} replica(s)", justify="right")
+        for g in groups:
+            c.add_row(g, *(f"{p['cores_in_fleet_rounds'].get(g, 0):.2f} / {p['cores_in_raw_rounds'].get(g, 0):.2f}"
+                           for p in points))
+        con.print(c)
+    if standin:
+        s = Table(title=f"fixed-latency stand-in (1.0 s per batch of {batch}, num_cpus 0.1 per replica)")
+        for col in ("replicas", "ideal/s", "serve/s", "serve eff.", "engine/s", "engine eff."):
+            s.add_column(col, justify="right")
+        for p in standin:
+            s.add_row(str(p["replicas"]), f"{p['ideal_samples_per_s']:.1f}", f"{p['serve_samples_per_s']:.1f}",
+                      f"{p['serve_efficiency']:.0%}", f"{p['engine_samples_per_s']:.1f}", f"{p['engine_efficiency']:.0%}")
+        con.print(s)
     con.print(f"load average before {tuple(round(x, 2) for x in load_before)}, after "
               f"{tuple(round(x, 2) for x in result['load_average'])}")
     con.print(f"peak RSS (driver) {result['peak_rss_mb_driver']:.0f} MB; wall {result['wall_s']:.0f} s; wrote {out}")

@@ -87,7 +87,8 @@ def test_deployment_options_follow_settings(tmp_path):
     s = load_settings(root=tmp_path, fleet={"max_batch_size": 8, "num_cpus": 2, "num_gpus": 1, "replicas": 3})
     gen = deployment_options(s)["MultiViewGenerator"]
     assert gen["max_ongoing_requests"] == 32 and gen["num_replicas"] == 3  # 4 batches queued per replica
-    assert gen["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 1.0}
+    assert gen["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 1.0,
+                                        "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "2"}}}
     s = load_settings(root=tmp_path, fleet={"max_batch_size": 8, "max_ongoing_requests": 2, "autoscale": True,
                                              "min_replicas": 0, "max_replicas": 5})
     gen = deployment_options(s)["MultiViewGenerator"]

@@ -87,6 +87,7 @@ class Dispatcher:
         self._recent: deque[tuple[float, int, int]] = deque(maxlen=4096)  # (t, committed, kept)
         self._stop = threading.Event()
         self._draining = threading.Event()
+        self._done = threading.Event()  # set when run() has finished (stops the monitor)
         self._n_in_flight = 0
         self._outstanding: list[_Work] = []
         self._outstanding_lock = threading.Lock()
@@ -207,6 +208,9 @@ class Dispatcher:
         if self._committer is not None:
             self._committer.join(timeout=self.fleet.commit_retry_s + 60)
         self.finished = True
+        self._done.set()
+        if self._monitor is not None:
+            self._monitor.join(timeout=5)
         self.phase = "stopped"
         self._write_run("stopped" if self._stop.is_set() else "finished")
         self._log("run.end", totals=self.totals.as_dict())
@@ -435,7 +439,8 @@ class Dispatcher:
     def _monitor_loop(self) -> None:
         last = time.monotonic()
         while not self.finished:
-            time.sleep(MONITOR_INTERVAL_S)
+            if self._done.wait(MONITOR_INTERVAL_S):
+                return
             now = time.monotonic()
             dt, last = now - last, now
             try:

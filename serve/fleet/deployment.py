@@ -72,12 +72,14 @@ class MultiViewGenerator:
         self.busy_s = 0.0
 
     def _apply_threads(self) -> None:
-        """Torch intra-op threads = the CPUs this replica reserved (at least 1)."""
+        """Torch intra-op threads = the CPUs this replica reserved (``OMP_NUM_THREADS`` matches: app.py)."""
         try:
             import torch
 
-            torch.set_num_threads(max(1, int(round(self.fleet.num_cpus or 1))))
-        except Exception:  # noqa: BLE001 - torch is optional for stand-in models
+            from serve.fleet.app import replica_threads
+
+            torch.set_num_threads(replica_threads(self.fleet))
+        except ImportError:  # torch is optional for stand-in models
             pass
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.1)
