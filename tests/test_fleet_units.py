@@ -159,3 +159,26 @@ def test_scores_and_media_run_where_score_on_says_and_give_the_same_catalog(tmp_
     score_on = other
     _, rows_other, metas_other = run(tmp_path / "b")
     assert rows_other == rows and metas_other == metas
+
+
+@pytest.mark.postgres
+def test_a_catalog_that_cannot_open_stops_the_run_before_anything_is_leased(tmp_path, pg_dsn):
+    """A catalog created with one root, a dispatcher started with another: DuckLake refuses the
+    data path; the run must stop at once with that reason, leasing (and burning) no prompt."""
+    from catalog.ducklake import Catalog
+    from catalog.settings import load_settings
+    from engine.dispatch import DispatchError, Dispatcher
+    from engine.queue import PromptQueue
+
+    def settings(root):
+        return load_settings(root=root, queue={"dsn": pg_dsn}, catalog={"metadata_dsn": pg_dsn},
+                             fleet={"model": "standin", "standin_latency_s": 0.0})
+
+    Catalog.open(settings(tmp_path / "a")).close()
+    wrong = settings(tmp_path / "b")
+    queue = PromptQueue.from_settings(wrong)
+    queue.enqueue([{"prompt_id": "p1", "text": "a red mug"}])
+    calls = []
+    with pytest.raises(DispatchError, match="nothing was leased.*data path.*VF3D_ROOT"):
+        Dispatcher(wrong, calls.append, queue=queue).run(until_empty=True)
+    assert calls == [] and queue.stats()["pending"] == 1 and queue.stats()["leased"] == 0

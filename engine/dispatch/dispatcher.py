@@ -140,7 +140,13 @@ class Dispatcher:
 
     def run(self, until_empty: bool = False, max_prompts: int | None = None) -> RunTotals:
         """The main loop. Returns after :meth:`drain`/:meth:`stop`, or when the queue is empty
-        (``until_empty``), or after ``max_prompts`` prompts were leased."""
+        (``until_empty``), or after ``max_prompts`` prompts were leased.
+
+        Raises :class:`DispatchError` before leasing anything when the catalog cannot be opened
+        (a wrong root or DSN, a data path that is not the catalog's, a service down): retrying
+        commits would only burn the prompts' attempts. Under Serve the dispatcher's health check
+        then fails and Serve restarts it, which retries a service that was down."""
+        self._open_catalog()
         self._committer = threading.Thread(target=self._commit_loop, name="vf3d-committer", daemon=True)
         self._committer.start()
         self._monitor = threading.Thread(target=self._monitor_loop, name="vf3d-monitor", daemon=True)
@@ -170,6 +176,16 @@ class Dispatcher:
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
         return self.totals
+
+    def _open_catalog(self) -> None:
+        try:
+            self.catalog  # noqa: B018 - opens it
+        except Exception as err:  # noqa: BLE001 - every reason stops the run the same way
+            raise DispatchError(
+                f"cannot open the catalog, so nothing was leased: {type(err).__name__}: {_first_line(err)}. "
+                "Check VF3D_ROOT (the object store and the catalog's data path) and VF3D_CATALOG__METADATA_DSN; "
+                "a catalog keeps the data path it was created with"
+            ) from None
 
     def _wake(self) -> None:
         with self._room:
