@@ -75,10 +75,13 @@ def enqueue(settings, n: int, samples_per_prompt: int):
     return queue
 
 
-def wait_done(queue, n: int, timeout_s: float = 120.0) -> dict:
+def wait_done(queue, n: int, timeout_s: float = 120.0, during=None) -> dict:
+    """Queue stats once ``n`` prompts are done or dead; ``during(stats)`` is called on every poll."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         stats = queue.stats()
+        if during is not None:
+            during(stats)
         if stats["done"] + stats["dead"] >= n:
             return stats
         time.sleep(0.2)

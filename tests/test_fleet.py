@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fleet_cli import enqueue, wait_done
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -47,29 +48,6 @@ def fleet_settings(tmp_path: Path, pg_dsn: str, lease_ttl_s: float = 20.0, **fle
         catalog={"metadata_dsn": pg_dsn},
         fleet=base,
     )
-
-
-def enqueue(settings, n: int, samples_per_prompt: int):
-    from engine.queue import PromptQueue
-
-    queue = PromptQueue.from_settings(settings)
-    colours = ["red", "blue", "green", "yellow", "white", "black", "orange", "purple"]
-    items = [{"prompt_id": f"prompt-{i:05d}", "text": f"a {colours[i % 8]} ceramic mug number {i}", "category": "mug"}
-             for i in range(n)]
-    assert queue.enqueue(items, samples_per_prompt=samples_per_prompt) == n
-    return queue
-
-
-def wait_done(queue, n: int, timeout_s: float = 240.0, during=None) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        stats = queue.stats()
-        if during is not None:
-            during(stats)
-        if stats["done"] + stats["dead"] >= n:
-            return stats
-        time.sleep(0.2)
-    raise AssertionError(f"fleet did not finish {n} prompts in {timeout_s}s: {queue.stats()}")
 
 
 def dispatcher_status(settings, timeout_s: float = 60.0) -> dict:
