@@ -38,6 +38,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, peak_rss_mb, write_results  # noqa: E402
@@ -97,8 +98,7 @@ class RawWorkers:
     barrier (all start together) to the last process done (CLOCK_MONOTONIC is shared on Linux).
     """
 
-    def __init__(self, ckpt: str, procs: int, threads: int, batch: int, like_replica: bool = False,
-                 num_cpus: float = 1.0):
+    def __init__(self, ckpt: str, procs: int, threads: int, batch: int, like_replica: bool = False):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
@@ -106,7 +106,7 @@ class RawWorkers:
         self.barrier = ctx.Barrier(procs)
         self.inboxes = [ctx.Queue() for _ in range(procs)]
         self.results = ctx.Queue()
-        omp = str(max(1, round(num_cpus))) if like_replica else ""  # serve.fleet.app.replica_threads
+        omp = str(threads) if like_replica else ""  # a replica's OMP_NUM_THREADS = its torch threads
         self.ps = [ctx.Process(target=_raw_worker,
                                args=(ckpt, threads, batch, self.barrier, inbox, self.results, like_replica, omp))
                    for inbox in self.inboxes]
@@ -159,12 +159,11 @@ def _raw_worker(ckpt: str, threads: int, batch: int, barrier, inbox, results, in
 class FleetUnderTest:
     """The fleet with ``replicas`` replicas of the model, up and warmed; a round = enqueue -> all done."""
 
-    def __init__(self, ckpt: str, replicas: int, batch: int, root: Path, dsn: str):
+    def __init__(self, ckpt: str, replicas: int, num_cpus: float, batch: int, root: Path, dsn: str):
         from engine.queue import PromptQueue
         from serve.fleet import ops
 
-        total = float(os.cpu_count() or 2)
-        self.cpus = round((total - 0.2) / replicas, 2)  # the dispatcher reserves 0.2; torch threads = round(num_cpus)
+        self.cpus = num_cpus
         self.replicas = replicas
         self.settings = _settings(root, dsn, model="pipeline", checkpoint=ckpt, replicas=replicas, num_cpus=self.cpus,
                                   dispatcher_num_cpus=0.2, max_batch_size=batch, batch_wait_timeout_s=0.5,
@@ -194,11 +193,12 @@ def overhead_point(ckpt: str, replicas: int, rounds: int, samples: int, batch: i
     import ray
 
     from _common import cpu_by_group, cpu_seconds
+    from serve.fleet.deployment import replica_threads
 
     cpus = os.cpu_count() or 2
-    threads = max(1, round((cpus - 0.2) / replicas))
-    num_cpus = round((cpus - 0.2) / replicas, 2)  # what FleetUnderTest gives each replica
-    raw = RawWorkers(ckpt, procs=replicas, threads=threads, batch=batch, like_replica=True, num_cpus=num_cpus)
+    num_cpus = round((cpus - 0.2) / replicas, 2)  # per replica: the dispatcher reserves 0.2
+    threads = replica_threads(SimpleNamespace(num_cpus=num_cpus))
+    raw = RawWorkers(ckpt, procs=replicas, threads=threads, batch=batch, like_replica=True)
     plain = RawWorkers(ckpt, procs=replicas, threads=threads, batch=batch)
     own = {"raw workers": raw.pids | plain.pids, "bench driver": {os.getpid()}}
     times: dict[str, list[float]] = {"raw": [], "plain": [], "fleet": []}
@@ -222,7 +222,7 @@ def overhead_point(ckpt: str, replicas: int, rounds: int, samples: int, batch: i
         timed("plain", plain.round)
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, namespace="vf3d", logging_level="ERROR",
                  log_to_driver=False)
-        fleet = FleetUnderTest(ckpt, replicas, batch, root, dsn)
+        fleet = FleetUnderTest(ckpt, replicas, num_cpus, batch, root, dsn)
         try:
             for _ in range(rounds):
                 timed("fleet", fleet.round)

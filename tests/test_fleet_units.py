@@ -126,8 +126,8 @@ def test_scores_and_media_run_where_score_on_says_and_give_the_same_catalog(tmp_
     from engine.queue import PromptQueue
     from serve.fleet.deployment import MultiViewGenerator
 
-    def run(root):
-        settings = load_settings(root=root, fleet={"model": "standin", "standin_latency_s": 0.0, "score_on": score_on,
+    def run(root, placement):
+        settings = load_settings(root=root, fleet={"model": "standin", "standin_latency_s": 0.0, "score_on": placement,
                                                    "lease_batch": 3, "max_in_flight": 4, "quality_threshold": 0.85})
         Catalog.open(settings).close()
         queue = PromptQueue.from_settings(settings)
@@ -149,15 +149,13 @@ def test_scores_and_media_run_where_score_on_says_and_give_the_same_catalog(tmp_
             metas = [unpack_views(cat.store.get(media_key(r["sample_id"], "views.npz"))).meta for r in rows]
         return came_back, rows, metas
 
-    came_back, rows, metas = run(tmp_path / "a")
+    came_back, rows, metas = run(tmp_path / "a", score_on)
     finished_in_replica = score_on == "replica"
     assert came_back == [(finished_in_replica, finished_in_replica)] * 8
     assert len(rows) == 8 and {r["status"] for r in rows} <= {"kept", "rejected"}
     assert all(m["run_id"] == "run-1" and m["sample_id"] == r["sample_id"] for m, r in zip(metas, rows))
     # the other placement gives the same rows
-    other = "dispatcher" if finished_in_replica else "replica"
-    score_on = other
-    _, rows_other, metas_other = run(tmp_path / "b")
+    _, rows_other, metas_other = run(tmp_path / "b", "dispatcher" if finished_in_replica else "replica")
     assert rows_other == rows and metas_other == metas
 
 

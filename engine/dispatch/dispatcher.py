@@ -41,7 +41,6 @@ class _Work:
     """One leased batch of prompts and the samples coming back for it."""
 
     leases: list[Any]
-    requests: list[Any]
     results: dict[tuple[str, int], Any] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # prompt_id -> last error
     released: set[str] = field(default_factory=set)  # prompt ids given back (drain)
@@ -87,7 +86,7 @@ class Dispatcher:
         self._recent: deque[tuple[float, int, int]] = deque(maxlen=4096)  # (t, committed, kept)
         self._stop = threading.Event()
         self._draining = threading.Event()
-        self._done = threading.Event()  # set when run() has finished (stops the monitor)
+        self._done = threading.Event()  # set when run() has finished
         self._n_in_flight = 0
         self._outstanding: list[_Work] = []
         self._outstanding_lock = threading.Lock()
@@ -96,7 +95,6 @@ class Dispatcher:
         self._committer: threading.Thread | None = None
         self._monitor: threading.Thread | None = None
         self.phase = "idle"
-        self.finished = False
         self._last_run_write = 0.0
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # notified when a request or a batch completes
@@ -137,6 +135,11 @@ class Dispatcher:
     @property
     def draining(self) -> bool:
         return self._draining.is_set()
+
+    @property
+    def finished(self) -> bool:
+        """``run()`` has returned (or is about to: its last commit is done)."""
+        return self._done.is_set()
 
     def run(self, until_empty: bool = False, max_prompts: int | None = None) -> RunTotals:
         """The main loop. Returns after :meth:`drain`/:meth:`stop`, or when the queue is empty
@@ -223,7 +226,6 @@ class Dispatcher:
         self._commits.put(None)
         if self._committer is not None:
             self._committer.join(timeout=self.fleet.commit_retry_s + 60)
-        self.finished = True
         self._done.set()
         if self._monitor is not None:
             self._monitor.join(timeout=5)
@@ -253,7 +255,7 @@ class Dispatcher:
                 seed = sample_seed(self.fleet.seed, lease.prompt_id, index)
                 requests.append(SampleRequest(lease.prompt_id, lease.text, index, seed, draw_elevation(seed),
                                               run_id=self.run_id))
-        work = _Work(leases=leases, requests=requests, pending=len(requests))
+        work = _Work(leases=leases, pending=len(requests))
         with self._outstanding_lock:
             self._outstanding.append(work)
         self.phase = "dispatch"
@@ -351,10 +353,10 @@ class Dispatcher:
             return
         self.phase = "score"
         samples = [work.results[(lease.prompt_id, i)] for lease in ok_leases for i in range(max(1, int(lease.samples_per_prompt)))]
-        texts = {lease.prompt_id: lease for lease in ok_leases}
-        if self.fleet.score_on == "dispatcher" or any(s.scores is None or s.media is None for s in samples):
-            finish_samples(samples, [texts[s.prompt_id].text for s in samples], self.settings, self.run_id)
-        records = to_records(samples, texts, self.run_id, self.fleet.quality_threshold)
+        by_prompt = {lease.prompt_id: lease for lease in ok_leases}
+        # a no-op for samples the replicas finished (fleet.score_on='replica')
+        finish_samples(samples, [by_prompt[s.prompt_id].text for s in samples], self.settings, self.run_id)
+        records = to_records(samples, by_prompt, self.run_id, self.fleet.quality_threshold)
         self.phase = "commit"
         committed = self._commit_records(records)
         if committed is None:  # gave up: object store / catalog kept failing
@@ -454,9 +456,7 @@ class Dispatcher:
     # ---------------------------------------------------------------- monitoring
     def _monitor_loop(self) -> None:
         last = time.monotonic()
-        while not self.finished:
-            if self._done.wait(MONITOR_INTERVAL_S):
-                return
+        while not self._done.wait(MONITOR_INTERVAL_S):
             now = time.monotonic()
             dt, last = now - last, now
             try:

@@ -19,7 +19,14 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from serve.fleet.deployment import DISPATCHER, GENERATOR, FleetDispatcher, MultiViewGenerator, settings_from
+from serve.fleet.deployment import (
+    DISPATCHER,
+    GENERATOR,
+    FleetDispatcher,
+    MultiViewGenerator,
+    replica_threads,
+    settings_from,
+)
 
 IMPORT_PATH = "serve.fleet.app:build_app"
 POLICY_PATH = "serve.fleet.autoscale:QueueDepthPolicy"
@@ -75,11 +82,6 @@ def autoscaling_config(fleet: Any, queue_dsn: str = "", max_attempts: int = 3) -
             },
         },
     }
-
-
-def replica_threads(fleet: Any) -> int:
-    """Torch / OpenMP threads of one generator replica: the CPUs it reserved, rounded, at least 1."""
-    return max(1, round(fleet.num_cpus or 1))
 
 
 def deployment_options(settings: Any) -> dict[str, dict[str, Any]]:

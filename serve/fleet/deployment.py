@@ -35,6 +35,11 @@ class StuckReplicaError(RuntimeError):
     """A generation call has run longer than fleet.stuck_timeout_s."""
 
 
+def replica_threads(fleet: Any) -> int:
+    """Torch / OpenMP threads of one generator replica: the CPUs it reserved, rounded, at least 1."""
+    return max(1, round(fleet.num_cpus or 1))
+
+
 def settings_from(args: Any):
     """Settings from a Settings object or a (JSON) dict of overrides layered on the environment."""
     from catalog.settings import Settings, load_settings
@@ -75,8 +80,6 @@ class MultiViewGenerator:
         """Torch intra-op threads = the CPUs this replica reserved (``OMP_NUM_THREADS`` matches: app.py)."""
         try:
             import torch
-
-            from serve.fleet.app import replica_threads
 
             torch.set_num_threads(replica_threads(self.fleet))
         except ImportError:  # torch is optional for stand-in models
